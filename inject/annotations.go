@@ -1,0 +1,377 @@
+package inject
+
+import (
+	"fmt"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// This file owns replicant's API on the StatefulSet: every label and annotation name,
+// their defaults, how a value is parsed, and the message a bad value is refused with.
+// No other file spells one of these strings.
+
+// Prefix is the domain of every replicant label and annotation.
+const Prefix = "replicant.dev/"
+
+// Labels.
+const (
+	// LabelInject on a StatefulSet opts it in; only the value InjectEnabled does.
+	LabelInject   = Prefix + "inject"
+	InjectEnabled = "enabled"
+	// LabelCluster on the pod template (so on every pod) names the StatefulSet.
+	LabelCluster = Prefix + "cluster"
+	// LabelRole and LabelHealthy on pods are written by the controller only.
+	LabelRole    = Prefix + "role"
+	LabelHealthy = Prefix + "healthy"
+)
+
+// Annotations the user sets on the StatefulSet.
+const (
+	AnnFlavor            = Prefix + "flavor"
+	AnnContainer         = Prefix + "container"
+	AnnServerIDOffset    = Prefix + "server-id-offset"
+	AnnFailover          = Prefix + "failover"
+	AnnDurability        = Prefix + "durability"
+	AnnMaxLag            = Prefix + "max-lag"
+	AnnCredentialsSecret = Prefix + "credentials-secret"
+	AnnBackupSchedule    = Prefix + "backup-schedule"
+	AnnBackupURI         = Prefix + "backup-uri"
+	AnnBackupSecret      = Prefix + "backup-secret"
+	AnnBackupRetention   = Prefix + "backup-retention"
+	AnnInitURI           = Prefix + "init-uri"
+)
+
+// Annotations that are requests (written by the CLI or by hand, removed by the
+// controller once carried out) or observed state (written by the controller only).
+const (
+	AnnTakeoverTo    = Prefix + "takeover-to"
+	AnnFailoverTo    = Prefix + "failover-to"
+	AnnMaster        = Prefix + "master"
+	AnnLastOperation = Prefix + "last-operation"
+	// AnnStatus and AnnResetReplica live on pods.
+	AnnStatus       = Prefix + "status"
+	AnnResetReplica = Prefix + "reset-replica"
+	// AnnInjected on the pod template records what the webhook injected:
+	// "<replicant version>/<hash of the injected parts>".
+	AnnInjected = Prefix + "injected"
+)
+
+// statefulSetAnnotations is every annotation a StatefulSet may carry under Prefix.
+// Anything else under Prefix is refused, so a typo never silently does nothing.
+var statefulSetAnnotations = map[string]bool{
+	AnnFlavor: true, AnnContainer: true, AnnServerIDOffset: true, AnnFailover: true,
+	AnnDurability: true, AnnMaxLag: true, AnnCredentialsSecret: true,
+	AnnBackupSchedule: true, AnnBackupURI: true, AnnBackupSecret: true,
+	AnnBackupRetention: true, AnnInitURI: true,
+	AnnTakeoverTo: true, AnnFailoverTo: true, AnnMaster: true, AnnLastOperation: true,
+}
+
+// Flavor is the kind of server the StatefulSet runs.
+type Flavor string
+
+const (
+	FlavorMariaDB Flavor = "mariadb"
+	FlavorMySQL   Flavor = "mysql"
+)
+
+// FailoverMode says whether the controller fails over on its own.
+type FailoverMode string
+
+const (
+	FailoverAuto   FailoverMode = "auto"
+	FailoverManual FailoverMode = "manual"
+)
+
+// Durability says what a failover may lose.
+type Durability string
+
+const (
+	// DurabilitySemiSync: no transaction acknowledged to a client is lost by a failover.
+	DurabilitySemiSync Durability = "semi-sync"
+	DurabilityAsync    Durability = "async"
+)
+
+// Defaults.
+const (
+	DefaultServerIDOffset = 100
+	DefaultFailover       = FailoverAuto
+	DefaultDurability     = DurabilitySemiSync
+	DefaultMaxLag         = 30 * time.Second
+	// MaxServerIDOffset leaves room for a million ordinals below 2^32-1, the largest server_id.
+	MaxServerIDOffset = 4294967295 - 1000000
+)
+
+// DefaultCredentialsSecret is the Secret holding replicant's own MySQL users.
+func DefaultCredentialsSecret(statefulSet string) string { return statefulSet + "-replicant" }
+
+// Options is the validated, defaulted form of a StatefulSet's annotations.
+type Options struct {
+	Flavor            Flavor
+	Container         string // the database container
+	ServerIDOffset    int64
+	Failover          FailoverMode
+	Durability        Durability
+	MaxLag            time.Duration
+	CredentialsSecret string
+	BackupSchedule    string
+	BackupURI         string
+	BackupSecret      string
+	BackupRetention   int
+	InitURI           string
+}
+
+// Problems is every refusal found in one StatefulSet; its message lists them all.
+type Problems []string
+
+func (p Problems) Error() string { return strings.Join(p, "; ") }
+
+func (p *Problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// refuse formats the one message shape users see for a bad annotation value.
+func (p *Problems) refuse(annotation, value, allowed string) {
+	p.add("annotation %s: value %q is not allowed: %s", annotation, value, allowed)
+}
+
+// backupSchemes are the bucket kinds a backup URI may name.
+var backupSchemes = []string{"gs", "s3", "azure"}
+
+// ParseOptions reads, defaults and validates every replicant annotation of sts. It
+// returns all problems at once, so a user fixes a manifest in one round trip.
+func ParseOptions(sts *appsv1.StatefulSet) (Options, error) {
+	ann := sts.Annotations
+	var problems Problems
+	opts := Options{
+		ServerIDOffset:    DefaultServerIDOffset,
+		Failover:          DefaultFailover,
+		Durability:        DefaultDurability,
+		MaxLag:            DefaultMaxLag,
+		CredentialsSecret: DefaultCredentialsSecret(sts.Name),
+	}
+
+	var unknown []string
+	for k := range ann {
+		if strings.HasPrefix(k, Prefix) && !statefulSetAnnotations[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		problems.add("annotation %s is not a replicant annotation; known: %s", k, knownAnnotations())
+	}
+
+	containers := sts.Spec.Template.Spec.Containers
+	if v, ok := ann[AnnContainer]; ok {
+		if findContainer(containers, v) < 0 {
+			problems.refuse(AnnContainer, v, "the name of a container of the pod template ("+containerNames(containers)+")")
+		} else {
+			opts.Container = v
+		}
+	} else if name, err := defaultContainer(containers); err != nil {
+		problems.add("%s; set annotation %s to one of: %s", err, AnnContainer, containerNames(containers))
+	} else {
+		opts.Container = name
+	}
+
+	if v, ok := ann[AnnFlavor]; ok {
+		switch Flavor(v) {
+		case FlavorMariaDB, FlavorMySQL:
+			opts.Flavor = Flavor(v)
+		default:
+			problems.refuse(AnnFlavor, v, "mariadb or mysql")
+		}
+	} else if opts.Container != "" {
+		image := containers[findContainer(containers, opts.Container)].Image
+		if f, ok := FlavorFromImage(image); ok {
+			opts.Flavor = f
+		} else {
+			problems.add("cannot tell the flavor from image %q of container %q; set annotation %s to mariadb or mysql", image, opts.Container, AnnFlavor)
+		}
+	}
+
+	if v, ok := ann[AnnServerIDOffset]; ok {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < 1 || n > MaxServerIDOffset {
+			problems.refuse(AnnServerIDOffset, v, fmt.Sprintf("an integer from 1 to %d (server_id = offset + ordinal)", MaxServerIDOffset))
+		} else {
+			opts.ServerIDOffset = n
+		}
+	}
+
+	if v, ok := ann[AnnFailover]; ok {
+		switch FailoverMode(v) {
+		case FailoverAuto, FailoverManual:
+			opts.Failover = FailoverMode(v)
+		default:
+			problems.refuse(AnnFailover, v, "auto or manual")
+		}
+	}
+
+	if v, ok := ann[AnnDurability]; ok {
+		switch Durability(v) {
+		case DurabilitySemiSync, DurabilityAsync:
+			opts.Durability = Durability(v)
+		default:
+			problems.refuse(AnnDurability, v, "semi-sync or async")
+		}
+	}
+
+	if v, ok := ann[AnnMaxLag]; ok {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < time.Second {
+			problems.refuse(AnnMaxLag, v, "a duration of at least 1s, such as 30s or 2m")
+		} else {
+			opts.MaxLag = d
+		}
+	}
+
+	if v, ok := ann[AnnCredentialsSecret]; ok {
+		if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
+			problems.refuse(AnnCredentialsSecret, v, "a Secret name (lowercase letters, digits, '-' and '.', at most 253 characters)")
+		} else {
+			opts.CredentialsSecret = v
+		}
+	}
+
+	if v, ok := ann[AnnBackupURI]; ok {
+		if !validBucketURI(v) {
+			problems.refuse(AnnBackupURI, v, "a bucket URI such as s3://bucket/prefix ("+schemesList()+")")
+		} else {
+			opts.BackupURI = v
+		}
+	}
+	if v, ok := ann[AnnInitURI]; ok {
+		if !validBucketURI(v) {
+			problems.refuse(AnnInitURI, v, "the URI of a backup such as s3://bucket/prefix/backup.xbstream.gz ("+schemesList()+")")
+		} else {
+			opts.InitURI = v
+		}
+	}
+	if v, ok := ann[AnnBackupSecret]; ok {
+		if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
+			problems.refuse(AnnBackupSecret, v, "a Secret name (lowercase letters, digits, '-' and '.', at most 253 characters)")
+		} else {
+			opts.BackupSecret = v
+		}
+	}
+	if v, ok := ann[AnnBackupSchedule]; ok {
+		if _, err := cron.ParseStandard(v); err != nil {
+			problems.refuse(AnnBackupSchedule, v, "a cron schedule such as \"0 3 * * *\" or @daily")
+		} else if _, hasURI := ann[AnnBackupURI]; !hasURI {
+			problems.add("annotation %s is set but %s is not: a schedule needs a bucket to write to", AnnBackupSchedule, AnnBackupURI)
+		} else {
+			opts.BackupSchedule = v
+		}
+	}
+	if v, ok := ann[AnnBackupRetention]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 {
+			problems.refuse(AnnBackupRetention, v, "a positive integer: how many backups to keep")
+		} else {
+			opts.BackupRetention = n
+		}
+	}
+
+	if len(problems) > 0 {
+		return Options{}, problems
+	}
+	return opts, nil
+}
+
+// FlavorFromImage tells the flavor from a server image reference, looking at its
+// repository name only (never the registry or tag): mariadb, mysql, percona.
+func FlavorFromImage(image string) (Flavor, bool) {
+	repo := image
+	if i := strings.IndexAny(repo, "@"); i >= 0 {
+		repo = repo[:i]
+	}
+	if i := strings.LastIndex(repo, "/"); i >= 0 {
+		repo = repo[i+1:]
+	}
+	if i := strings.Index(repo, ":"); i >= 0 {
+		repo = repo[:i]
+	}
+	repo = strings.ToLower(repo)
+	switch {
+	case strings.Contains(repo, "mariadb"):
+		return FlavorMariaDB, true
+	case strings.Contains(repo, "mysql"), strings.Contains(repo, "percona"):
+		return FlavorMySQL, true
+	}
+	return "", false
+}
+
+func defaultContainer(containers []corev1.Container) (string, error) {
+	for _, want := range []string{string(FlavorMariaDB), string(FlavorMySQL)} {
+		if findContainer(containers, want) >= 0 {
+			return want, nil
+		}
+	}
+	var user []string
+	for _, c := range containers {
+		if !isReservedName(c.Name) {
+			user = append(user, c.Name)
+		}
+	}
+	if len(user) == 1 {
+		return user[0], nil
+	}
+	return "", fmt.Errorf("cannot tell which of the %d containers runs the database (none is named mariadb or mysql)", len(user))
+}
+
+func validBucketURI(v string) bool {
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	for _, s := range backupSchemes {
+		if u.Scheme == s {
+			return true
+		}
+	}
+	return false
+}
+
+func schemesList() string {
+	out := make([]string, len(backupSchemes))
+	for i, s := range backupSchemes {
+		out[i] = s + "://"
+	}
+	return strings.Join(out, ", ")
+}
+
+func knownAnnotations() string {
+	names := make([]string, 0, len(statefulSetAnnotations))
+	for k := range statefulSetAnnotations {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func containerNames(containers []corev1.Container) string {
+	names := make([]string, 0, len(containers))
+	for _, c := range containers {
+		names = append(names, c.Name)
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+func findContainer(containers []corev1.Container, name string) int {
+	for i := range containers {
+		if containers[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,415 @@
+// Package inject owns what replicant adds to a user's StatefulSet: the annotation
+// schema (annotations.go) and the pure function that turns a labelled StatefulSet into
+// a managed one (init containers, sidecar, volumes, labels). It does no I/O; the
+// admission webhook (package webhook) is a thin wrapper around Mutate.
+//
+// Mutate is idempotent by construction: it first strips everything replicant owns
+// (recognised by name and by the command it runs, not by a marker annotation alone),
+// then adds it again from the StatefulSet and Config. The same input gives the same
+// template byte for byte, so re-applying a manifest never starts a rollout; only a new
+// replicant image (Config.Image) or a change of an annotation the pods use does.
+package inject
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// Names of what replicant injects. They are part of the contract (DESIGN.md).
+const (
+	ContainerInstall = "replicant-install"
+	ContainerConfig  = "replicant-config"
+	ContainerClone   = "replicant-clone"
+	ContainerSidecar = "replicant-sidecar"
+
+	VolumeBin  = "replicant-bin"
+	VolumeConf = "replicant-conf"
+
+	// BinDir holds the replicant binary copied by replicant-install, so that every
+	// later step runs in the server's own image (mariadb-backup matches the server).
+	BinDir = "/replicant/bin"
+	// ImageBinary is where the replicant image keeps its binary.
+	ImageBinary = "/usr/local/bin/replicant"
+	// ConfDir is the include directory both official images read (mariadb and mysql).
+	ConfDir = "/etc/mysql/conf.d"
+	// DataDir is the server's datadir; the database container must mount a volume here.
+	DataDir = "/var/lib/mysql"
+	// staging paths inside replicant-config: the fragment is written to confStaging, the
+	// user's own conf.d volume (if they mounted one at ConfDir) is read at userConfStaging.
+	confStaging     = "/replicant/conf"
+	userConfStaging = "/replicant/user-conf"
+
+	SidecarPort     = 8080
+	SidecarPortName = "replicant-http"
+)
+
+// Keys of the credentials Secret that pods read. The controller creates the Secret.
+const (
+	SecretKeyBackupUser     = "backup-user"
+	SecretKeyBackupPassword = "backup-password"
+)
+
+// Config is what the webhook knows that the StatefulSet does not.
+type Config struct {
+	// Image is the replicant image the install step copies the binary from.
+	Image           string
+	ImagePullPolicy corev1.PullPolicy
+	// Version is recorded in AnnInjected.
+	Version string
+}
+
+var reservedContainers = map[string]bool{
+	ContainerInstall: true, ContainerConfig: true, ContainerClone: true, ContainerSidecar: true,
+}
+
+var reservedVolumes = map[string]bool{VolumeBin: true, VolumeConf: true}
+
+func isReservedName(name string) bool { return reservedContainers[name] }
+
+// isOurs recognises a container replicant injected: a reserved name running
+// "replicant sidecar ...". A user's container that merely has the name is not ours.
+func isOurs(c *corev1.Container) bool {
+	return reservedContainers[c.Name] && len(c.Command) >= 2 &&
+		path.Base(c.Command[0]) == "replicant" && c.Command[1] == "sidecar"
+}
+
+// Enabled reports whether sts opted in.
+func Enabled(sts *appsv1.StatefulSet) bool { return sts.Labels[LabelInject] == InjectEnabled }
+
+// Mutate returns the StatefulSet as replicant manages it: injected when it carries
+// the opt-in label, stripped of any earlier injection when it does not (opting out
+// gives back the plain StatefulSet). sts is not modified. A refusal is a Problems
+// error naming every bad annotation or conflict.
+func Mutate(sts *appsv1.StatefulSet, cfg Config) (*appsv1.StatefulSet, error) {
+	out := sts.DeepCopy()
+	if err := strip(&out.Spec.Template); err != nil {
+		return nil, err
+	}
+	if !Enabled(out) {
+		return out, nil
+	}
+	opts, err := ParseOptions(out)
+	if err != nil {
+		return nil, err
+	}
+	if err := add(out, opts, cfg); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// strip removes every part replicant injected and puts back the user's own conf.d
+// mount that injection had moved aside.
+func strip(tpl *corev1.PodTemplateSpec) error {
+	var problems Problems
+	spec := &tpl.Spec
+	var movedConf *corev1.VolumeMount
+
+	keep := func(list []corev1.Container) []corev1.Container {
+		var kept []corev1.Container
+		for i := range list {
+			c := &list[i]
+			if !reservedContainers[c.Name] {
+				kept = append(kept, *c)
+				continue
+			}
+			if !isOurs(c) {
+				problems.add("container %s already exists in the pod template and was not injected by replicant; the names %s are reserved, rename it",
+					c.Name, reservedList())
+				kept = append(kept, *c)
+				continue
+			}
+			for _, m := range c.VolumeMounts {
+				if c.Name == ContainerConfig && m.MountPath == userConfStaging {
+					moved := m
+					movedConf = &moved
+				}
+			}
+		}
+		return kept
+	}
+	spec.InitContainers = keep(spec.InitContainers)
+	spec.Containers = keep(spec.Containers)
+
+	var volumes []corev1.Volume
+	for _, v := range spec.Volumes {
+		if !reservedVolumes[v.Name] {
+			volumes = append(volumes, v)
+			continue
+		}
+		if v.EmptyDir == nil {
+			problems.add("volume %s already exists in the pod template and was not injected by replicant; the names %s, %s are reserved, rename it",
+				v.Name, VolumeBin, VolumeConf)
+			volumes = append(volumes, v)
+		}
+	}
+	spec.Volumes = volumes
+	if len(problems) > 0 {
+		return problems
+	}
+
+	for ci := range spec.Containers {
+		c := &spec.Containers[ci]
+		var mounts []corev1.VolumeMount
+		for _, m := range c.VolumeMounts {
+			switch {
+			case !reservedVolumes[m.Name]:
+				mounts = append(mounts, m)
+			case m.Name == VolumeConf && m.MountPath == ConfDir && movedConf != nil:
+				restored := *movedConf
+				restored.MountPath = ConfDir
+				mounts = append(mounts, restored)
+			}
+		}
+		c.VolumeMounts = mounts
+	}
+	delete(tpl.Labels, LabelCluster)
+	delete(tpl.Annotations, AnnInjected)
+	if len(tpl.Labels) == 0 {
+		tpl.Labels = nil
+	}
+	if len(tpl.Annotations) == 0 {
+		tpl.Annotations = nil
+	}
+	return nil
+}
+
+// add injects into a stripped, opted-in StatefulSet.
+func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
+	var problems Problems
+	if opts.Flavor == FlavorMySQL {
+		problems.add("annotation %s: flavor mysql is not supported by this replicant release yet; allowed: mariadb", AnnFlavor)
+	}
+	if sts.Spec.ServiceName == "" {
+		problems.add("spec.serviceName is empty: replicant addresses servers as <pod>.<serviceName>.<namespace>, so the StatefulSet needs its headless Service")
+	}
+	spec := &sts.Spec.Template.Spec
+	dbIndex := findContainer(spec.Containers, opts.Container)
+	db := &spec.Containers[dbIndex]
+	dataMount := -1
+	for i, m := range db.VolumeMounts {
+		if path.Clean(m.MountPath) == DataDir {
+			dataMount = i
+		}
+	}
+	if dataMount < 0 {
+		problems.add("container %s mounts no volume at %s: replicant needs the datadir on a volume (volumeClaimTemplates) so that it survives restarts and can be cloned",
+			db.Name, DataDir)
+	}
+	if cfg.Image == "" {
+		problems.add("the webhook has no replicant image configured")
+	}
+	if len(problems) > 0 {
+		return problems
+	}
+	datadir := db.VolumeMounts[dataMount]
+	datadir.MountPath = DataDir
+
+	// Take over the conf.d include directory; a volume the user mounted there is read
+	// by replicant-config and its files are copied in before replicant's own fragment.
+	confMount := corev1.VolumeMount{Name: VolumeConf, MountPath: ConfDir}
+	var userConf *corev1.VolumeMount
+	replaced := false
+	for i, m := range db.VolumeMounts {
+		if path.Clean(m.MountPath) == ConfDir {
+			moved := m
+			moved.MountPath = userConfStaging
+			moved.ReadOnly = true
+			userConf = &moved
+			db.VolumeMounts[i] = confMount
+			replaced = true
+		}
+	}
+	if !replaced {
+		db.VolumeMounts = append(db.VolumeMounts, confMount)
+	}
+
+	pod := podEnv(sts)
+	args := []string{
+		"--flavor=" + string(opts.Flavor),
+		"--server-id-offset=" + strconv.FormatInt(opts.ServerIDOffset, 10),
+		"--durability=" + string(opts.Durability),
+	}
+	binMount := corev1.VolumeMount{Name: VolumeBin, MountPath: BinDir, ReadOnly: true}
+	serverContainer := func(name string, sub []string, env []corev1.EnvVar, mounts []corev1.VolumeMount) corev1.Container {
+		return corev1.Container{
+			Name:            name,
+			Image:           db.Image,
+			ImagePullPolicy: db.ImagePullPolicy,
+			Command:         append([]string{path.Join(BinDir, "replicant"), "sidecar"}, sub...),
+			Env:             env,
+			VolumeMounts:    mounts,
+			SecurityContext: db.SecurityContext.DeepCopy(),
+		}
+	}
+
+	configMounts := []corev1.VolumeMount{binMount, {Name: VolumeConf, MountPath: confStaging}}
+	if userConf != nil {
+		configMounts = append(configMounts, *userConf)
+	}
+	configArgs := append([]string{"config", "--conf-dir=" + confStaging}, args...)
+	if userConf != nil {
+		configArgs = append(configArgs, "--user-conf-dir="+userConfStaging)
+	}
+	config := serverContainer(ContainerConfig, configArgs, pod, configMounts)
+	config.Resources = smallResources()
+
+	cloneArgs := append([]string{"clone", "--datadir=" + DataDir}, args...)
+	if opts.InitURI != "" {
+		cloneArgs = append(cloneArgs, "--init-uri="+opts.InitURI)
+	}
+	clone := serverContainer(ContainerClone, cloneArgs, slices.Concat(pod, credentialEnv(opts)),
+		[]corev1.VolumeMount{binMount, datadir, {Name: VolumeConf, MountPath: ConfDir, ReadOnly: true}})
+	// The clone prepares a backup (mariadb-backup --prepare); it may use what the server may.
+	clone.Resources = *db.Resources.DeepCopy()
+
+	sidecarData := datadir
+	sidecarData.ReadOnly = true
+	sidecar := serverContainer(ContainerSidecar, append([]string{"serve", "--datadir=" + DataDir, "--listen=:" + strconv.Itoa(SidecarPort)}, args...),
+		slices.Concat(pod, credentialEnv(opts)),
+		[]corev1.VolumeMount{binMount, sidecarData, {Name: VolumeConf, MountPath: ConfDir, ReadOnly: true}})
+	sidecar.Ports = []corev1.ContainerPort{{Name: SidecarPortName, ContainerPort: SidecarPort, Protocol: corev1.ProtocolTCP}}
+	sidecar.LivenessProbe = &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: "/healthz", Port: intstr.FromString(SidecarPortName),
+		}},
+		PeriodSeconds:    10,
+		FailureThreshold: 3,
+	}
+	sidecar.Resources = corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("50m"),
+		corev1.ResourceMemory: resource.MustParse("64Mi"),
+	}}
+
+	install := corev1.Container{
+		Name:            ContainerInstall,
+		Image:           cfg.Image,
+		ImagePullPolicy: cfg.ImagePullPolicy,
+		Command:         []string{ImageBinary, "sidecar", "install", "--dest=" + BinDir},
+		VolumeMounts:    []corev1.VolumeMount{{Name: VolumeBin, MountPath: BinDir}},
+		Resources:       smallResources(),
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
+			RunAsUser:                ptr.To(int64(65532)),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}
+
+	spec.InitContainers = append([]corev1.Container{install, config, clone}, spec.InitContainers...)
+	spec.Containers = append(spec.Containers, sidecar)
+	spec.Volumes = append(spec.Volumes,
+		corev1.Volume{Name: VolumeBin, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		corev1.Volume{Name: VolumeConf, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	)
+
+	tpl := &sts.Spec.Template
+	if tpl.Labels == nil {
+		tpl.Labels = map[string]string{}
+	}
+	tpl.Labels[LabelCluster] = sts.Name
+	if tpl.Annotations == nil {
+		tpl.Annotations = map[string]string{}
+	}
+	tpl.Annotations[AnnInjected] = cfg.Version + "/" + injectedHash(tpl)
+	return nil
+}
+
+// podEnv is what every server-image container learns about its pod.
+func podEnv(sts *appsv1.StatefulSet) []corev1.EnvVar {
+	field := func(name, fieldPath string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{FieldPath: fieldPath},
+		}}
+	}
+	return []corev1.EnvVar{
+		field("POD_NAME", "metadata.name"),
+		field("POD_NAMESPACE", "metadata.namespace"),
+		{Name: "REPLICANT_STATEFULSET", Value: sts.Name},
+		{Name: "REPLICANT_SERVICE", Value: sts.Spec.ServiceName},
+	}
+}
+
+// credentialEnv gives the backup credentials to the containers that stream backups
+// (the sidecar serves them, the clone fetches them). Pods wait for the Secret, which
+// the controller creates, rather than start without credentials.
+func credentialEnv(opts Options) []corev1.EnvVar {
+	secret := func(name, key string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
+			SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: opts.CredentialsSecret},
+				Key:                  key,
+			},
+		}}
+	}
+	return []corev1.EnvVar{
+		secret("REPLICANT_BACKUP_USER", SecretKeyBackupUser),
+		secret("REPLICANT_BACKUP_PASSWORD", SecretKeyBackupPassword),
+	}
+}
+
+func smallResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("10m"),
+		corev1.ResourceMemory: resource.MustParse("32Mi"),
+	}}
+}
+
+// injectedHash fingerprints what replicant put into the template, so that the
+// recorded AnnInjected changes exactly when the injected part does.
+func injectedHash(tpl *corev1.PodTemplateSpec) string {
+	var parts struct {
+		Init, Containers []corev1.Container
+		Volumes          []corev1.Volume
+		Cluster          string
+	}
+	for _, c := range tpl.Spec.InitContainers {
+		if reservedContainers[c.Name] {
+			parts.Init = append(parts.Init, c)
+		}
+	}
+	for _, c := range tpl.Spec.Containers {
+		if reservedContainers[c.Name] {
+			parts.Containers = append(parts.Containers, c)
+		} else {
+			// The user's containers only count for the mounts replicant added to them.
+			var ours []corev1.VolumeMount
+			for _, m := range c.VolumeMounts {
+				if reservedVolumes[m.Name] {
+					ours = append(ours, m)
+				}
+			}
+			if len(ours) > 0 {
+				parts.Containers = append(parts.Containers, corev1.Container{Name: c.Name, VolumeMounts: ours})
+			}
+		}
+	}
+	for _, v := range tpl.Spec.Volumes {
+		if reservedVolumes[v.Name] {
+			parts.Volumes = append(parts.Volumes, v)
+		}
+	}
+	parts.Cluster = tpl.Labels[LabelCluster]
+	b, err := json.Marshal(parts)
+	if err != nil {
+		panic(fmt.Sprintf("marshal injected parts: %v", err)) // plain structs always marshal
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])[:16]
+}
+
+func reservedList() string {
+	return ContainerInstall + ", " + ContainerConfig + ", " + ContainerClone + ", " + ContainerSidecar
+}
