@@ -1,0 +1,124 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/replicant-dev/replicant/inject"
+	"github.com/replicant-dev/replicant/webhook"
+)
+
+type managerFlags struct {
+	kubeconfig              string
+	metricsAddr             string
+	probeAddr               string
+	leaderElect             bool
+	leaderElectionNamespace string
+	webhookPort             int
+	webhookCertDir          string
+	image                   string
+	imagePullPolicy         string
+}
+
+func newManagerCommand() *cobra.Command {
+	f := managerFlags{}
+	zapOpts := zap.Options{}
+	cmd := &cobra.Command{
+		Use:   "manager",
+		Short: "Run the admission webhook and the controller (in the replicant Deployment)",
+		Long: `Run the manager: the mutating admission webhook that injects replicant into labelled
+StatefulSets, and (from the controller's release on) the controller that runs their
+replication. Two replicas are safe: --leader-elect lets one act at a time, and both
+serve the webhook.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+			return runManager(f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty: in-cluster config, then $KUBECONFIG, then ~/.kube/config")
+	fl.StringVar(&f.metricsAddr, "metrics-bind-address", ":8443", "address of the Prometheus metrics endpoint; 0 turns it off")
+	fl.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fl.BoolVar(&f.leaderElect, "leader-elect", false, "elect one active manager among replicas")
+	fl.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease (default: the pod's)")
+	fl.IntVar(&f.webhookPort, "webhook-port", 9443, "port of the admission webhook server")
+	fl.StringVar(&f.webhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory holding the webhook's tls.crt and tls.key")
+	fl.StringVar(&f.image, "replicant-image", os.Getenv("REPLICANT_IMAGE"), "image injected as replicant-install (default: $REPLICANT_IMAGE)")
+	fl.StringVar(&f.imagePullPolicy, "replicant-image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected replicant image")
+	goFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
+	zapOpts.BindFlags(goFlags)
+	fl.AddGoFlagSet(goFlags)
+	return cmd
+}
+
+func runManager(f managerFlags) error {
+	if f.image == "" {
+		return fmt.Errorf("--replicant-image (or REPLICANT_IMAGE) is required: it is the image pods copy the replicant binary from")
+	}
+	policy := corev1.PullPolicy(f.imagePullPolicy)
+	switch policy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return fmt.Errorf("--replicant-image-pull-policy %q: allowed: Always, IfNotPresent, Never", f.imagePullPolicy)
+	}
+	restConfig, err := loadConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr, SecureServing: f.metricsAddr != "0"},
+		HealthProbeBindAddress:  f.probeAddr,
+		LeaderElection:          f.leaderElect,
+		LeaderElectionID:        "replicant-manager.replicant.dev",
+		LeaderElectionNamespace: f.leaderElectionNamespace,
+		// The manager stops when it loses the lease, so two replicas never act at once.
+		LeaderElectionReleaseOnCancel: true,
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Port:    f.webhookPort,
+			CertDir: f.webhookCertDir,
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	webhook.Register(mgr.GetWebhookServer(), admission.NewDecoder(mgr.GetScheme()), inject.Config{
+		Image: f.image, ImagePullPolicy: policy, Version: version,
+	})
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	// Ready once the webhook server serves TLS, so the Service only routes to it then.
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return err
+	}
+	ctrl.Log.WithName("setup").Info("starting manager", "version", version, "image", f.image)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+func loadConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no Kubernetes configuration (in-cluster, $KUBECONFIG or ~/.kube/config): %w", err)
+	}
+	return cfg, nil
+}
