@@ -53,7 +53,11 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 	}
 	resp := admission.PatchResponseFromRaw(req.Object.Raw, raw)
 	if len(resp.Patches) > 0 {
-		log.FromContext(ctx).Info("injected", "statefulset", req.Namespace+"/"+req.Name, "operation", req.Operation,
+		msg := "injected"
+		if !inject.Enabled(mutated) {
+			msg = "removed injection"
+		}
+		log.FromContext(ctx).Info(msg, "statefulset", req.Namespace+"/"+req.Name, "operation", req.Operation,
 			"injected", mutated.Spec.Template.Annotations[inject.AnnInjected], "dryRun", req.DryRun != nil && *req.DryRun)
 	}
 	return resp

@@ -50,7 +50,7 @@ serve the webhook.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty: in-cluster config, then $KUBECONFIG, then ~/.kube/config")
-	fl.StringVar(&f.metricsAddr, "metrics-bind-address", ":8443", "address of the Prometheus metrics endpoint; 0 turns it off")
+	fl.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (plain HTTP); 0 turns it off")
 	fl.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fl.BoolVar(&f.leaderElect, "leader-elect", false, "elect one active manager among replicas")
 	fl.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease (default: the pod's)")
@@ -79,7 +79,7 @@ func runManager(f managerFlags) error {
 		return err
 	}
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr, SecureServing: f.metricsAddr != "0"},
+		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        "replicant-manager.replicant.dev",
