@@ -1,15 +1,18 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -26,6 +29,7 @@ type managerFlags struct {
 	probeAddr               string
 	leaderElect             bool
 	leaderElectionNamespace string
+	webhookHost             string
 	webhookPort             int
 	webhookCertDir          string
 	image                   string
@@ -45,7 +49,7 @@ serve the webhook.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-			return runManager(f)
+			return runManager(ctrl.SetupSignalHandler(), f)
 		},
 	}
 	fl := cmd.Flags()
@@ -54,9 +58,11 @@ serve the webhook.`,
 	fl.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fl.BoolVar(&f.leaderElect, "leader-elect", false, "elect one active manager among replicas")
 	fl.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease (default: the pod's)")
+	fl.StringVar(&f.webhookHost, "webhook-host", "", "address the webhook server binds to (default: all)")
 	fl.IntVar(&f.webhookPort, "webhook-port", 9443, "port of the admission webhook server")
 	fl.StringVar(&f.webhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory holding the webhook's tls.crt and tls.key")
-	fl.StringVar(&f.image, "replicant-image", os.Getenv("REPLICANT_IMAGE"), "image injected as replicant-install (default: $REPLICANT_IMAGE)")
+	fl.StringVar(&f.image, "replicant-image", os.Getenv("REPLICANT_IMAGE"),
+		"image injected as replicant-install (default: $REPLICANT_IMAGE, else the image of this pod's manager container, read from the API at start)")
 	fl.StringVar(&f.imagePullPolicy, "replicant-image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected replicant image")
 	goFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
 	zapOpts.BindFlags(goFlags)
@@ -64,10 +70,7 @@ serve the webhook.`,
 	return cmd
 }
 
-func runManager(f managerFlags) error {
-	if f.image == "" {
-		return fmt.Errorf("--replicant-image (or REPLICANT_IMAGE) is required: it is the image pods copy the replicant binary from")
-	}
+func runManager(ctx context.Context, f managerFlags) error {
 	policy := corev1.PullPolicy(f.imagePullPolicy)
 	switch policy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
@@ -87,12 +90,20 @@ func runManager(f managerFlags) error {
 		// The manager stops when it loses the lease, so two replicas never act at once.
 		LeaderElectionReleaseOnCancel: true,
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Host:    f.webhookHost,
 			Port:    f.webhookPort,
 			CertDir: f.webhookCertDir,
 		}),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
+	}
+	if f.image == "" {
+		// Read once, uncached: the image however it was set (kustomize, helm, kubectl set image).
+		f.image, err = ownImage(ctx, mgr.GetAPIReader(), os.Getenv("POD_NAMESPACE"), os.Getenv("POD_NAME"))
+		if err != nil {
+			return err
+		}
 	}
 	webhook.Register(mgr.GetWebhookServer(), admission.NewDecoder(mgr.GetScheme()), inject.Config{
 		Image: f.image, ImagePullPolicy: policy, Version: version,
@@ -105,7 +116,29 @@ func runManager(f managerFlags) error {
 		return err
 	}
 	ctrl.Log.WithName("setup").Info("starting manager", "version", version, "image", f.image)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return mgr.Start(ctx)
+}
+
+// managerContainer is the name of the manager's container in manifests/ and the chart.
+const managerContainer = "manager"
+
+// ownImage returns the image of the manager container of the pod the manager runs in.
+func ownImage(ctx context.Context, c client.Reader, namespace, name string) (string, error) {
+	if namespace == "" || name == "" {
+		return "", fmt.Errorf("no --replicant-image given and POD_NAMESPACE/POD_NAME are not set: cannot tell which image to inject")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	pod := &corev1.Pod{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, pod); err != nil {
+		return "", fmt.Errorf("read own pod %s/%s to learn the image to inject (or pass --replicant-image): %w", namespace, name, err)
+	}
+	for _, ctr := range pod.Spec.Containers {
+		if ctr.Name == managerContainer {
+			return ctr.Image, nil
+		}
+	}
+	return "", fmt.Errorf("own pod %s/%s has no container named %q: pass --replicant-image", namespace, name, managerContainer)
 }
 
 func loadConfig(kubeconfig string) (*rest.Config, error) {

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/replicant-dev/replicant/inject"
+	"github.com/replicant-dev/replicant/test/controlplane"
+)
+
+// TestManagerRunsWithItsOwnRBAC starts `replicant manager` in-process against a real
+// apiserver as the replicant ServiceAccount, holding only the RBAC of manifests/: it
+// must learn its image from its own Pod, win the leader Lease, report ready, serve
+// the webhook the apiserver calls, and give the Lease up when stopped.
+func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
+	env := controlplane.Start(t, controlplane.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := env.Client
+	const ns = "replicant-system"
+
+	for _, name := range []string{ns, "apps"} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	createFromFile(t, ctx, c, filepath.Join(controlplane.RepoRoot(), "manifests", "rbac.yaml"))
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "replicant-7d9f-abcde", Namespace: ns},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Image: "registry.local/replicant:v1.2.3"}}},
+	}
+	if err := c.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("POD_NAMESPACE", ns)
+	t.Setenv("POD_NAME", pod.Name)
+	t.Setenv("REPLICANT_IMAGE", "")
+
+	// A kubeconfig for the ServiceAccount: the admin's credentials, impersonating it.
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: env.Config.Host, CertificateAuthorityData: env.Config.CAData}
+	cfg.AuthInfos["sa"] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: env.Config.CertData, ClientKeyData: env.Config.KeyData,
+		Impersonate: "system:serviceaccount:" + ns + ":replicant",
+	}
+	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "sa"}
+	cfg.CurrentContext = "test"
+	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+
+	probeAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mgrCtx, stopManager := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- runManager(mgrCtx, managerFlags{
+			kubeconfig: kubeconfig, metricsAddr: "0", probeAddr: probeAddr, leaderElect: true,
+			leaderElectionNamespace: ns, webhookHost: env.WebhookHost, webhookPort: env.WebhookPort,
+			webhookCertDir: env.WebhookCertDir, imagePullPolicy: "IfNotPresent",
+		})
+	}()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			stopManager()
+			<-done
+		}
+	})
+
+	eventually(t, ctx, "manager ready", func() error {
+		select {
+		case err := <-done:
+			stopped = true
+			t.Fatalf("manager exited: %v", err)
+		default:
+		}
+		resp, err := http.Get("http://" + probeAddr + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	lease := &coordinationv1.Lease{}
+	eventually(t, ctx, "leader lease held", func() error {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "replicant-manager.replicant.dev"}, lease); err != nil {
+			return err
+		}
+		if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+			return fmt.Errorf("no holder")
+		}
+		return nil
+	})
+
+	// The apiserver calls the manager's webhook; the image injected is the pod's own.
+	hook := &admissionv1.MutatingWebhookConfiguration{}
+	data, err := os.ReadFile(filepath.Join(controlplane.RepoRoot(), "manifests", "webhook.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(data, hook); err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("https://%s:%d%s", env.WebhookHost, env.WebhookPort, *hook.Webhooks[0].ClientConfig.Service.Path)
+	hook.Webhooks[0].ClientConfig = admissionv1.WebhookClientConfig{URL: &url, CABundle: env.WebhookCA}
+	if err := c.Create(ctx, hook); err != nil {
+		t.Fatal(err)
+	}
+	sts := &appsv1.StatefulSet{}
+	eventually(t, ctx, "webhook injects through the manager", func() error {
+		sts = labelledStatefulSet()
+		if err := c.Create(ctx, sts, client.DryRunAll); err != nil {
+			return err
+		}
+		if len(sts.Spec.Template.Spec.InitContainers) == 0 {
+			return fmt.Errorf("not injected yet")
+		}
+		return nil
+	})
+	if got := sts.Spec.Template.Spec.InitContainers[0]; got.Name != inject.ContainerInstall || got.Image != "registry.local/replicant:v1.2.3" {
+		t.Errorf("injected %s with image %s, want replicant-install with the manager pod's image", got.Name, got.Image)
+	}
+
+	stopManager()
+	stopped = true
+	if err := <-done; err != nil {
+		t.Errorf("manager stopped with %v", err)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "replicant-manager.replicant.dev"}, lease); err != nil {
+		t.Fatal(err)
+	}
+	if lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "" {
+		t.Errorf("stopped manager still holds the lease: %s", *lease.Spec.HolderIdentity)
+	}
+}
+
+func TestManagerRefusesABadPullPolicy(t *testing.T) {
+	err := runManager(context.Background(), managerFlags{image: "x", imagePullPolicy: "Sometimes"})
+	if err == nil || err.Error() != `--replicant-image-pull-policy "Sometimes": allowed: Always, IfNotPresent, Never` {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func labelledStatefulSet() *appsv1.StatefulSet {
+	labels := map[string]string{"app": "db"}
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "apps",
+			Labels: map[string]string{inject.LabelInject: inject.InjectEnabled, "app": "db"}},
+		Spec: appsv1.StatefulSetSpec{
+			ServiceName: "mysql",
+			Selector:    &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "mariadb", Image: "mariadb:10.11",
+					VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib/mysql"}},
+				}}, Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
+			},
+		},
+	}
+}
+
+func createFromFile(t *testing.T, ctx context.Context, c client.Client, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range controlplane.SplitYAML(data) {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(doc, &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Create(ctx, u); err != nil {
+			t.Fatalf("create %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// eventually retries check every 200ms for at most 60s.
+func eventually(t *testing.T, ctx context.Context, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("%s: not after 60s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
