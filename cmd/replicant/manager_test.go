@@ -44,7 +44,7 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 	createFromFile(t, ctx, c, filepath.Join(controlplane.RepoRoot(), "manifests", "rbac.yaml"))
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "replicant-7d9f-abcde", Namespace: ns},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Image: "registry.local/replicant:v1.2.3"}}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Image: "registry.local/replicant:v1.2.3"}}},
 	}
 	if err := c.Create(ctx, pod); err != nil {
 		t.Fatal(err)
