@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/replicant-dev/replicant/inject"
 	"github.com/replicant-dev/replicant/sidecar"
 )
 
@@ -42,11 +45,28 @@ func newSidecarCommand() *cobra.Command {
 	var confDir, userConfDir string
 	config := &cobra.Command{
 		Use:   "config",
-		Short: "Write the server's my.cnf fragment (init container replicant-config) [not in this release yet]",
-		Long: `Write the my.cnf fragment of this pod (server_id from the ordinal, binlog, GTID,
-read_only=ON, report_host, semi-sync) into the server's conf.d. This step ` + notYet + `.`,
+		Short: "Write the server's my.cnf fragment (init container replicant-config)",
+		Long: `Fill the directory the server includes as conf.d: the image's own conf.d files, then
+the user's (--user-conf-dir), then replicant's fragment ` + sidecar.FragmentName + `
+(server_id = offset + ordinal, binlog + log_slave_updates in ROW format, strict GTID,
+read_only=ON, skip_slave_start, report_host <pod>.<service>.<namespace>, stable
+binlog/relay log names, semi-sync). Reads POD_NAME, POD_NAMESPACE, REPLICANT_SERVICE.`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error { return fmt.Errorf("sidecar config %s", notYet) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c := sidecar.ServerConfig{
+				PodName: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), Service: os.Getenv("REPLICANT_SERVICE"),
+				Flavor: configOpts.flavor, ServerIDOffset: configOpts.serverIDOffset, Durability: configOpts.durability,
+			}
+			if c.PodName == "" || c.Namespace == "" || c.Service == "" {
+				return fmt.Errorf("POD_NAME, POD_NAMESPACE and REPLICANT_SERVICE must be set (the webhook injects them)")
+			}
+			files, err := sidecar.WriteConfig(c, confDir, inject.ConfDir, userConfDir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "config: wrote %s into %s (report_host %s)\n", strings.Join(files, ", "), confDir, c.ReportHost())
+			return nil
+		},
 	}
 	configOpts.bind(config)
 	config.Flags().StringVar(&confDir, "conf-dir", "/replicant/conf", "directory the server includes as conf.d")

@@ -1,0 +1,93 @@
+package sidecar
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestOrdinal(t *testing.T) {
+	for name, want := range map[string]int64{"db-0": 0, "my-db-12": 12, "x-99": 99} {
+		if got, err := Ordinal(name); err != nil || got != want {
+			t.Errorf("Ordinal(%q) = %d, %v; want %d", name, got, err, want)
+		}
+	}
+	for _, bad := range []string{"db", "db-", "db-x", "db--1"} {
+		if _, err := Ordinal(bad); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("Ordinal(%q) error = %v", bad, err)
+		}
+	}
+}
+
+func TestFragment(t *testing.T) {
+	c := ServerConfig{PodName: "db-2", Namespace: "prod", Service: "mysql", Flavor: "mariadb", ServerIDOffset: 100, Durability: "semi-sync"}
+	got, err := c.Fragment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"[mysqld]", "server_id = 102", "report_host = db-2.mysql.prod", "log_bin = mysql-bin",
+		"relay_log = mysql-relay-bin", "log_slave_updates = ON", "binlog_format = ROW", "gtid_strict_mode = ON",
+		"read_only = ON", "skip_slave_start = ON", "sync_binlog = 1", "rpl_semi_sync_slave_enabled = ON",
+		"rpl_semi_sync_master_enabled = OFF", "rpl_semi_sync_master_wait_point = AFTER_SYNC"} {
+		if !strings.Contains(got, "\n"+line+"\n") {
+			t.Errorf("fragment lacks %q:\n%s", line, got)
+		}
+	}
+	c.Durability = "async"
+	if got, _ := c.Fragment(); !strings.Contains(got, "rpl_semi_sync_slave_enabled = OFF") {
+		t.Errorf("async fragment enables semi-sync:\n%s", got)
+	}
+	for name, bad := range map[string]ServerConfig{
+		"flavor":     {PodName: "db-0", Flavor: "mysql", ServerIDOffset: 1, Durability: "async"},
+		"durability": {PodName: "db-0", Flavor: "mariadb", ServerIDOffset: 1, Durability: "sync"},
+		"offset":     {PodName: "db-0", Flavor: "mariadb", ServerIDOffset: 0, Durability: "async"},
+		"overflow":   {PodName: "db-5", Flavor: "mariadb", ServerIDOffset: 4294967292, Durability: "async"},
+		"pod name":   {PodName: "db", Flavor: "mariadb", ServerIDOffset: 1, Durability: "async"},
+	} {
+		if _, err := bad.Fragment(); err == nil {
+			t.Errorf("%s: accepted %+v", name, bad)
+		}
+	}
+}
+
+func TestWriteConfigCopiesImageThenUserThenFragment(t *testing.T) {
+	image, user, out := t.TempDir(), t.TempDir(), t.TempDir()
+	write := func(dir, name, text string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(image, "docker.cnf", "[mysqld]\nskip-host-cache\n")
+	write(image, "README", "not a cnf")
+	write(user, "tuning.cnf", "[mysqld]\nmax_connections = 500\n")
+	write(user, FragmentName, "[mysqld]\nread_only = OFF\n") // cannot replace replicant's
+	// A ConfigMap volume: the file is a symlink into a hidden ..data directory.
+	if err := os.Mkdir(filepath.Join(user, "..data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(filepath.Join(user, "..data"), "linked.cnf", "[mysqld]\nwait_timeout = 60\n")
+	if err := os.Symlink("..data/linked.cnf", filepath.Join(user, "linked.cnf")); err != nil {
+		t.Fatal(err)
+	}
+	c := ServerConfig{PodName: "db-0", Namespace: "ns", Service: "mysql", Flavor: "mariadb", ServerIDOffset: 100, Durability: "semi-sync"}
+	files, err := WriteConfig(c, out, image, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"docker.cnf", "linked.cnf", "tuning.cnf", FragmentName}; !reflect.DeepEqual(files, want) {
+		t.Errorf("written %v, want %v", files, want)
+	}
+	data, _ := os.ReadFile(filepath.Join(out, FragmentName))
+	if !strings.Contains(string(data), "read_only = ON") {
+		t.Errorf("the user's file replaced replicant's fragment:\n%s", data)
+	}
+	entries, _ := os.ReadDir(out)
+	if len(entries) != 4 {
+		t.Errorf("%d files in conf.d, want 4 (no temporary files)", len(entries))
+	}
+	if _, err := WriteConfig(c, filepath.Join(out, "missing"), image, ""); err == nil {
+		t.Error("wrote into a directory that does not exist")
+	}
+}

@@ -1,0 +1,358 @@
+// Package mariadb starts real mariadbd processes (Debian's mariadb-server) for tests,
+// each on its own loopback address and port 3306 like a pod, with a throw-away datadir
+// and the my.cnf fragment replicant's own `sidecar config` writes. Tests can stop,
+// kill (SIGKILL) and restart a server; everything stops and is removed when the test
+// ends, whatever its outcome.
+package mariadb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/replicant-dev/replicant/sidecar"
+)
+
+// RootPassword is the password of root@'%' on every test server.
+const RootPassword = "test-root-password"
+
+// Server is one running (or stopped) mariadbd.
+type Server struct {
+	t       testing.TB
+	Name    string // pod-like name, e.g. db-1
+	Host    string // 127.0.x.y
+	Port    int
+	Dir     string // holds datadir, conf.d, socket, logs
+	Datadir string
+	Config  sidecar.ServerConfig
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Options of Start.
+type Options struct {
+	Durability string // default semi-sync
+	// Cluster is the StatefulSet-like name: servers are <Cluster>-0, -1, ...
+	Cluster string
+}
+
+var (
+	templateOnce sync.Once
+	templateDir  string
+	templateErr  error
+)
+
+// template initialises one datadir per test process; servers start from copies of it
+// (mariadb-install-db takes seconds, a copy milliseconds).
+func template() (string, error) {
+	templateOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "replicant-template-")
+		if err != nil {
+			templateErr = err
+			return
+		}
+		out, err := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+dir, "--user="+currentUser(),
+			"--auth-root-authentication-method=socket", "--skip-test-db").CombinedOutput()
+		if err != nil {
+			templateErr = fmt.Errorf("mariadb-install-db (is mariadb-server installed? `make deps`): %v\n%s", err, out)
+			return
+		}
+		templateDir = dir
+	})
+	return templateDir, templateErr
+}
+
+func currentUser() string {
+	if os.Geteuid() == 0 {
+		return "root"
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "mysql"
+}
+
+// Start starts n servers in parallel and waits until each accepts connections.
+func Start(t testing.TB, n int, opts Options) []*Server {
+	t.Helper()
+	if _, err := exec.LookPath("mariadbd"); err != nil {
+		if _, err2 := os.Stat("/usr/sbin/mariadbd"); err2 != nil {
+			t.Fatalf("mariadbd not found: run `make deps` (Debian mariadb-server)")
+		}
+	}
+	tpl, err := template()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.Durability == "" {
+		opts.Durability = "semi-sync"
+	}
+	if opts.Cluster == "" {
+		opts.Cluster = "db"
+	}
+	hosts := freeLoopbackHosts(t, n)
+	servers := make([]*Server, n)
+	for i := range servers {
+		dir, err := os.MkdirTemp("", "rdb-") // short: the socket path must stay under 108 bytes
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		s := &Server{
+			t: t, Name: fmt.Sprintf("%s-%d", opts.Cluster, i), Host: hosts[i], Port: 3306, Dir: dir,
+			Datadir: filepath.Join(dir, "data"),
+			Config: sidecar.ServerConfig{PodName: fmt.Sprintf("%s-%d", opts.Cluster, i), Namespace: "default",
+				Service: "mysql", Flavor: "mariadb", ServerIDOffset: 100, Durability: opts.Durability},
+		}
+		if out, err := exec.Command("cp", "-a", tpl, s.Datadir).CombinedOutput(); err != nil {
+			t.Fatalf("copy template datadir: %v %s", err, out)
+		}
+		if err := s.writeConfig(); err != nil {
+			t.Fatal(err)
+		}
+		servers[i] = s
+		t.Cleanup(s.Kill)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = s.start(); errs[i] == nil {
+				errs[i] = s.bootstrapUsers()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return servers
+}
+
+// freeLoopbackHosts picks n addresses 127.a.b.c whose port 3306 is free now.
+func freeLoopbackHosts(t testing.TB, n int) []string {
+	t.Helper()
+	var hosts []string
+	for tries := 0; len(hosts) < n && tries < 200; tries++ {
+		h := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
+		l, err := net.Listen("tcp", net.JoinHostPort(h, "3306"))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		hosts = append(hosts, h)
+	}
+	if len(hosts) < n {
+		t.Fatalf("found only %d free loopback addresses with port 3306", len(hosts))
+	}
+	return hosts
+}
+
+// writeConfig writes the base my.cnf (what the image provides: paths, address) and
+// replicant's fragment into conf.d, included last as in the real pod.
+func (s *Server) writeConfig() error {
+	confd := filepath.Join(s.Dir, "conf.d")
+	if err := os.MkdirAll(confd, 0o755); err != nil {
+		return err
+	}
+	if _, err := sidecar.WriteConfig(s.Config, confd, "", ""); err != nil {
+		return err
+	}
+	base := fmt.Sprintf(`[mysqld]
+user = %s
+datadir = %s
+socket = %s
+pid-file = %s
+log-error = %s
+bind-address = %s
+port = %d
+skip-name-resolve = ON
+innodb_buffer_pool_size = 32M
+innodb_log_file_size = 48M
+max_connections = 100
+performance_schema = OFF
+!includedir %s
+`, currentUser(), s.Datadir, s.Socket(), filepath.Join(s.Dir, "mysqld.pid"), s.LogPath(), s.Host, s.Port, confd)
+	return os.WriteFile(s.ConfigPath(), []byte(base), 0o644)
+}
+
+// ConfigPath is the my.cnf the server runs with (mariadb-backup reads it too).
+func (s *Server) ConfigPath() string { return filepath.Join(s.Dir, "my.cnf") }
+
+// Socket is the server's unix socket.
+func (s *Server) Socket() string { return filepath.Join(s.Dir, "mysqld.sock") }
+
+// LogPath is the server's error log.
+func (s *Server) LogPath() string { return filepath.Join(s.Dir, "error.log") }
+
+// Addr is host:port.
+func (s *Server) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
+
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return fmt.Errorf("%s already running", s.Name)
+	}
+	bin := "mariadbd"
+	if _, err := exec.LookPath(bin); err != nil {
+		bin = "/usr/sbin/mariadbd"
+	}
+	cmd := exec.Command(bin, "--defaults-file="+s.ConfigPath())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", s.Name, err)
+	}
+	s.cmd, s.done = cmd, make(chan struct{})
+	done := s.done
+	go func() { cmd.Wait(); close(done) }()
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		db, err := sql.Open("mysql", s.socketDSN())
+		if err == nil {
+			err = db.Ping()
+			db.Close()
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("%s exited during start-up; log:\n%s", s.Name, s.tailLog())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not accepting connections after 60s: %v; log:\n%s", s.Name, err, s.tailLog())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *Server) socketDSN() string {
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Net, cfg.Addr = "root", "unix", s.Socket()
+	cfg.Timeout = 2 * time.Second
+	return cfg.FormatDSN()
+}
+
+// bootstrapUsers creates root@'%' with a password, as the official image does with
+// MARIADB_ROOT_PASSWORD, over the socket (root@localhost authenticates by unix_socket).
+func (s *Server) bootstrapUsers() error {
+	db, err := sql.Open("mysql", s.socketDSN())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	for _, stmt := range []string{
+		"SET SESSION sql_log_bin = 0", // provisioning is not replicated: every server does it
+		"CREATE USER IF NOT EXISTS 'root'@'%' IDENTIFIED BY '" + RootPassword + "'",
+		"GRANT ALL PRIVILEGES ON *.* TO 'root'@'%' WITH GRANT OPTION",
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			return fmt.Errorf("%s: bootstrap users: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+// DB opens a connection pool as root over TCP, closed when the test ends.
+func (s *Server) DB() *sql.DB {
+	s.t.Helper()
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = "root", RootPassword, "tcp", s.Addr()
+	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = 2*time.Second, 30*time.Second, 30*time.Second
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// Exec runs statements as root, failing the test on error.
+func (s *Server) Exec(ctx context.Context, stmts ...string) {
+	s.t.Helper()
+	db := s.DB()
+	for _, q := range stmts {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			s.t.Fatalf("%s: %s: %v", s.Name, q, err)
+		}
+	}
+}
+
+// Stop shuts the server down gracefully (SIGTERM) and waits.
+func (s *Server) Stop() { s.signal(syscall.SIGTERM, 60*time.Second) }
+
+// Kill kills the server with SIGKILL, as a node failure would.
+func (s *Server) Kill() { s.signal(syscall.SIGKILL, 10*time.Second) }
+
+func (s *Server) signal(sig syscall.Signal, wait time.Duration) {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	select {
+	case <-done:
+	case <-time.After(wait):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// Restart starts the server again on the same datadir (after Stop or Kill).
+func (s *Server) Restart() {
+	s.t.Helper()
+	if err := s.start(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Running reports whether the process is up.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
+
+func (s *Server) tailLog() string {
+	data, _ := os.ReadFile(s.LogPath())
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Main runs a package's tests and then removes the shared template datadir; call it
+// from TestMain: func TestMain(m *testing.M) { os.Exit(mariadb.Main(m)) }.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if templateDir != "" {
+		os.RemoveAll(templateDir)
+	}
+	return code
+}
