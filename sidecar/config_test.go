@@ -14,7 +14,7 @@ func TestOrdinal(t *testing.T) {
 			t.Errorf("Ordinal(%q) = %d, %v; want %d", name, got, err, want)
 		}
 	}
-	for _, bad := range []string{"db", "db-", "db-x", "db--1"} {
+	for _, bad := range []string{"db", "db-", "db-x", "db-1x"} {
 		if _, err := Ordinal(bad); err == nil || !strings.Contains(err.Error(), bad) {
 			t.Errorf("Ordinal(%q) error = %v", bad, err)
 		}
