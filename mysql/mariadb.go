@@ -1,0 +1,249 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Flavor holds what differs between MariaDB and MySQL. Only MariaDB exists yet.
+type Flavor interface {
+	Name() string
+	ReadState(ctx context.Context, db *sql.DB) (State, error)
+	SetReadOnlySQL(readOnly bool) string
+	ChangeSourceSQL(src Source) (string, []any)
+	StartReplicaSQL() string
+	StopReplicaSQL() string
+	ResetReplicaSQL() string
+	WaitForGTID(ctx context.Context, db *sql.DB, pos GTIDSet, timeout time.Duration) error
+	UserSQL(u User) []Statement
+}
+
+// State is one server as the controller sees it.
+type State struct {
+	Version           string
+	ServerID          uint32
+	ReadOnly          bool
+	LogBin            bool
+	BinlogFormat      string
+	LogReplicaUpdates bool
+	ReportHost        string
+	// BinlogState is everything in the server's binlog (@@gtid_binlog_state): compare
+	// these to find errant transactions. CurrentPos is what it has applied or written
+	// (@@gtid_current_pos), ReplicaPos what replication applied (@@gtid_slave_pos).
+	BinlogState GTIDSet
+	CurrentPos  GTIDSet
+	ReplicaPos  GTIDSet
+	// Replica is nil when no source is configured.
+	Replica  *ReplicaStatus
+	SemiSync SemiSync
+}
+
+// ReplicaStatus is the part of SHOW SLAVE STATUS replicant uses.
+type ReplicaStatus struct {
+	SourceHost     string
+	SourcePort     int
+	SourceServerID uint32
+	IORunning      string // Yes, No or Connecting
+	SQLRunning     bool
+	LastIOErrno    int
+	LastIOError    string
+	LastSQLErrno   int
+	LastSQLError   string
+	// SecondsBehind is nil when the server does not know (SQL thread stopped, ...).
+	SecondsBehind *int64
+	UsingGTID     string
+	// ReceivedPos is what the IO thread has received (Gtid_IO_Pos), applied or not.
+	ReceivedPos GTIDSet
+}
+
+// Replicating reports whether both replication threads run.
+func (r *ReplicaStatus) Replicating() bool {
+	return r != nil && r.IORunning == "Yes" && r.SQLRunning
+}
+
+// SemiSync is the semi-synchronous replication state: master side (acks expected;
+// Active false while enabled means it fell back to async) and replica side.
+type SemiSync struct {
+	MasterEnabled  bool
+	MasterActive   bool
+	MasterClients  int
+	ReplicaEnabled bool
+	ReplicaActive  bool
+}
+
+// MariaDB is the MariaDB flavor (10.6+; tested with 10.11).
+type MariaDB struct{}
+
+func (MariaDB) Name() string { return "mariadb" }
+
+func (MariaDB) ReadState(ctx context.Context, db *sql.DB) (State, error) {
+	var st State
+	var reportHost sql.NullString
+	var binlogState, currentPos, replicaPos string
+	err := db.QueryRowContext(ctx, `SELECT @@version, @@server_id, @@read_only, @@log_bin, @@binlog_format,
+		@@log_slave_updates, @@report_host, @@gtid_binlog_state, @@gtid_current_pos, @@gtid_slave_pos,
+		@@rpl_semi_sync_master_enabled, @@rpl_semi_sync_slave_enabled`).Scan(
+		&st.Version, &st.ServerID, &st.ReadOnly, &st.LogBin, &st.BinlogFormat, &st.LogReplicaUpdates, &reportHost,
+		&binlogState, &currentPos, &replicaPos, &st.SemiSync.MasterEnabled, &st.SemiSync.ReplicaEnabled)
+	if err != nil {
+		return st, fmt.Errorf("read variables: %w", err)
+	}
+	st.ReportHost = reportHost.String
+	for _, p := range []struct {
+		dst *GTIDSet
+		s   string
+	}{{&st.BinlogState, binlogState}, {&st.CurrentPos, currentPos}, {&st.ReplicaPos, replicaPos}} {
+		if *p.dst, err = ParseGTIDSet(p.s); err != nil {
+			return st, err
+		}
+	}
+
+	status, err := queryStatus(ctx, db, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_clients', 'Rpl_semi_sync_slave_status')")
+	if err != nil {
+		return st, fmt.Errorf("read semi-sync status: %w", err)
+	}
+	st.SemiSync.MasterActive = status["Rpl_semi_sync_master_status"] == "ON"
+	st.SemiSync.MasterClients, _ = strconv.Atoi(status["Rpl_semi_sync_master_clients"])
+	st.SemiSync.ReplicaActive = status["Rpl_semi_sync_slave_status"] == "ON"
+
+	rows, err := queryRows(ctx, db, "SHOW SLAVE STATUS")
+	if err != nil {
+		return st, fmt.Errorf("read replica status: %w", err)
+	}
+	if len(rows) > 0 {
+		r := rows[0]
+		rs := &ReplicaStatus{
+			SourceHost: r["Master_Host"], IORunning: r["Slave_IO_Running"], SQLRunning: r["Slave_SQL_Running"] == "Yes",
+			LastIOError: r["Last_IO_Error"], LastSQLError: r["Last_SQL_Error"], UsingGTID: r["Using_Gtid"],
+		}
+		rs.SourcePort, _ = strconv.Atoi(r["Master_Port"])
+		id, _ := strconv.ParseUint(r["Master_Server_Id"], 10, 32)
+		rs.SourceServerID = uint32(id)
+		rs.LastIOErrno, _ = strconv.Atoi(r["Last_IO_Errno"])
+		rs.LastSQLErrno, _ = strconv.Atoi(r["Last_SQL_Errno"])
+		if v, err := strconv.ParseInt(r["Seconds_Behind_Master"], 10, 64); err == nil {
+			rs.SecondsBehind = &v
+		}
+		if rs.ReceivedPos, err = ParseGTIDSet(r["Gtid_IO_Pos"]); err != nil {
+			return st, err
+		}
+		st.Replica = rs
+	}
+	return st, nil
+}
+
+func (MariaDB) SetReadOnlySQL(readOnly bool) string {
+	if readOnly {
+		return "SET GLOBAL read_only = ON"
+	}
+	return "SET GLOBAL read_only = OFF"
+}
+
+// ChangeSourceSQL replicates by GTID from the replica's own applied position; the
+// 1 s heartbeat and retry let a replica notice a lost source and come back quickly.
+func (MariaDB) ChangeSourceSQL(src Source) (string, []any) {
+	return "CHANGE MASTER TO MASTER_HOST = ?, MASTER_PORT = ?, MASTER_USER = ?, MASTER_PASSWORD = ?, " +
+			"MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1",
+		[]any{src.Host, src.Port, src.User, src.Password}
+}
+
+func (MariaDB) StartReplicaSQL() string { return "START SLAVE" }
+func (MariaDB) StopReplicaSQL() string  { return "STOP SLAVE" }
+func (MariaDB) ResetReplicaSQL() string { return "RESET SLAVE ALL" }
+
+func (MariaDB) WaitForGTID(ctx context.Context, db *sql.DB, pos GTIDSet, timeout time.Duration) error {
+	var result sql.NullInt64
+	err := db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, ?)", pos.Position().String(), timeout.Seconds()).Scan(&result)
+	switch {
+	case err != nil:
+		return err
+	case !result.Valid:
+		return fmt.Errorf("MASTER_GTID_WAIT returned NULL (bad position?)")
+	case result.Int64 == -1:
+		return ErrWaitTimeout
+	}
+	return nil
+}
+
+// UserSQL grants each role what it needs and nothing more (MariaDB 10.11 privileges).
+func (MariaDB) UserSQL(u User) []Statement {
+	var grants []string
+	switch u.Role {
+	case RoleReplication:
+		grants = []string{"GRANT REPLICATION SLAVE ON *.* TO ?@'%'"}
+	case RoleBackup:
+		// mariadb-backup --backup: flush and lock (RELOAD, LOCK TABLES), see running
+		// queries (PROCESS), read the binlog position (BINLOG MONITOR), replica info
+		// with --slave-info (SLAVE MONITOR).
+		grants = []string{"GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR ON *.* TO ?@'%'"}
+	case RoleAdmin:
+		// Fence and open writes (READ_ONLY ADMIN), run replication (REPLICATION SLAVE
+		// ADMIN, SLAVE MONITOR; RESET SLAVE ALL needs RELOAD), semi-sync master settings (REPLICATION MASTER ADMIN),
+		// read binlog state (BINLOG MONITOR), end clients' sessions on fencing
+		// (CONNECTION ADMIN, PROCESS), and its own heartbeat schema.
+		grants = []string{
+			"GRANT READ_ONLY ADMIN, RELOAD, REPLICATION SLAVE ADMIN, REPLICATION MASTER ADMIN, SLAVE MONITOR, BINLOG MONITOR, BINLOG ADMIN, CONNECTION ADMIN, PROCESS ON *.* TO ?@'%'",
+			"GRANT ALL PRIVILEGES ON `" + HeartbeatSchema + "`.* TO ?@'%'",
+		}
+	}
+	stmts := []Statement{
+		{"CREATE USER IF NOT EXISTS ?@'%' IDENTIFIED BY ?", []any{u.Name, u.Password}},
+		{"ALTER USER ?@'%' IDENTIFIED BY ?", []any{u.Name, u.Password}},
+	}
+	for _, g := range grants {
+		stmts = append(stmts, Statement{g, []any{u.Name}})
+	}
+	return stmts
+}
+
+// queryStatus reads a two-column (name, value) result into a map.
+func queryStatus(ctx context.Context, db *sql.DB, query string) (map[string]string, error) {
+	rows, err := db.QueryContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, rows.Err()
+}
+
+// queryRows reads any result into maps by column name (SHOW statements have many).
+func queryRows(ctx context.Context, db *sql.DB, query string) ([]map[string]string, error) {
+	rows, err := db.QueryContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	var out []map[string]string
+	for rows.Next() {
+		raw := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range raw {
+			ptrs[i] = &raw[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		row := make(map[string]string, len(cols))
+		for i, c := range cols {
+			row[c] = strings.TrimSpace(raw[i].String)
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
+}

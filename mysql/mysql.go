@@ -1,0 +1,273 @@
+// Package mysql is the one place in replicant that speaks SQL to a server. A Server
+// wraps a connection pool to one mariadbd (MySQL 8 later, behind the same Flavor
+// interface) with tight timeouts, and offers what the sidecar and the controller need:
+// read a server's state, switch read_only, point a replica at a source by GTID,
+// start/stop/reset replication, wait for a GTID position, create replicant's users,
+// and a heartbeat for lag. GTIDSet (gtid.go) compares what servers hold.
+//
+// Values always travel as placeholders (the driver interpolates and escapes them on
+// the client, so they also work where the server cannot take a placeholder, such as
+// CHANGE MASTER TO). Errors name the server and the operation, never a password.
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// Config says how to reach a server.
+type Config struct {
+	Addr     string // host:port
+	User     string
+	Password string
+	// ConnectTimeout bounds a connection attempt (default 2s), QueryTimeout every
+	// statement (default 5s).
+	ConnectTimeout time.Duration
+	QueryTimeout   time.Duration
+}
+
+// Server is a connection pool to one server.
+type Server struct {
+	addr         string
+	db           *sql.DB
+	flavor       Flavor
+	queryTimeout time.Duration
+}
+
+// Error is a failed operation on a server. It never holds statement text (which may
+// carry a password), only the operation's name.
+type Error struct {
+	Server string
+	Op     string
+	Err    error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("mysql %s: %s: %v", e.Server, e.Op, e.Err) }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Open prepares a pool to the server (it connects lazily). flavor nil means MariaDB.
+func Open(cfg Config, flavor Flavor) (*Server, error) {
+	if flavor == nil {
+		flavor = MariaDB{}
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 2 * time.Second
+	}
+	if cfg.QueryTimeout == 0 {
+		cfg.QueryTimeout = 5 * time.Second
+	}
+	dc := mysql.NewConfig()
+	dc.Net, dc.Addr, dc.User, dc.Passwd = "tcp", cfg.Addr, cfg.User, cfg.Password
+	dc.Timeout = cfg.ConnectTimeout
+	// Read/write timeouts a little above the query timeout: the context normally ends
+	// a statement first; these catch a peer that stops answering mid-packet.
+	dc.ReadTimeout, dc.WriteTimeout = cfg.QueryTimeout+time.Second, cfg.QueryTimeout+time.Second
+	dc.InterpolateParams = true
+	dc.ParseTime = true
+	connector, err := mysql.NewConnector(dc)
+	if err != nil {
+		return nil, &Error{Server: cfg.Addr, Op: "configure", Err: err}
+	}
+	db := sql.OpenDB(connector)
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(2)
+	db.SetConnMaxIdleTime(time.Minute)
+	return &Server{addr: cfg.Addr, db: db, flavor: flavor, queryTimeout: cfg.QueryTimeout}, nil
+}
+
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return s.addr }
+
+// Close closes the pool.
+func (s *Server) Close() error { return s.db.Close() }
+
+// Flavor is the server's flavor.
+func (s *Server) Flavor() Flavor { return s.flavor }
+
+func (s *Server) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var me *Error
+	if errors.As(err, &me) {
+		return err
+	}
+	return &Error{Server: s.addr, Op: op, Err: err}
+}
+
+// exec runs one statement under the query timeout.
+func (s *Server) exec(ctx context.Context, op, query string, args ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	defer cancel()
+	_, err := s.db.ExecContext(ctx, query, args...)
+	return s.wrap(op, err)
+}
+
+// conn runs fn on one connection, so that session settings (sql_log_bin) hold for
+// every statement fn runs.
+func (s *Server) conn(ctx context.Context, op string, fn func(ctx context.Context, c *sql.Conn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	defer cancel()
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return s.wrap(op, err)
+	}
+	defer c.Close()
+	return s.wrap(op, fn(ctx, c))
+}
+
+// Ping checks the server answers.
+func (s *Server) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	defer cancel()
+	return s.wrap("ping", s.db.PingContext(ctx))
+}
+
+// State reads what the controller needs to know of a server.
+func (s *Server) State(ctx context.Context) (State, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	defer cancel()
+	st, err := s.flavor.ReadState(ctx, s.db)
+	return st, s.wrap("read state", err)
+}
+
+// SetReadOnly switches read_only (on MySQL also super_read_only).
+func (s *Server) SetReadOnly(ctx context.Context, readOnly bool) error {
+	return s.exec(ctx, "set read_only", s.flavor.SetReadOnlySQL(readOnly))
+}
+
+// Source is where a replica replicates from.
+type Source struct {
+	Host     string
+	Port     int
+	User     string
+	Password string
+}
+
+// ChangeSource points the server at src, by GTID (the replica's own position). The
+// replica must be stopped.
+func (s *Server) ChangeSource(ctx context.Context, src Source) error {
+	query, args := s.flavor.ChangeSourceSQL(src)
+	return s.exec(ctx, "change source to "+src.Host, query, args...)
+}
+
+// StartReplica starts the replication threads.
+func (s *Server) StartReplica(ctx context.Context) error {
+	return s.exec(ctx, "start replica", s.flavor.StartReplicaSQL())
+}
+
+// StopReplica stops the replication threads (a no-op when they are stopped).
+func (s *Server) StopReplica(ctx context.Context) error {
+	return s.exec(ctx, "stop replica", s.flavor.StopReplicaSQL())
+}
+
+// ResetReplica stops replication and forgets every replica setting (source, relay
+// logs): what a promoted master must do, so it does not keep stale settings.
+func (s *Server) ResetReplica(ctx context.Context) error {
+	if err := s.StopReplica(ctx); err != nil {
+		return err
+	}
+	return s.exec(ctx, "reset replica", s.flavor.ResetReplicaSQL())
+}
+
+// ErrWaitTimeout is returned by WaitForGTID when the position is not reached in time.
+var ErrWaitTimeout = errors.New("GTID position not reached before the timeout")
+
+// WaitForGTID waits until the server has applied every transaction of pos (a position:
+// one GTID per domain, or a set, of which the highest of each domain counts).
+func (s *Server) WaitForGTID(ctx context.Context, pos GTIDSet, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout+s.queryTimeout)
+	defer cancel()
+	err := s.flavor.WaitForGTID(ctx, s.db, pos, timeout)
+	return s.wrap("wait for GTID "+pos.Position().String(), err)
+}
+
+// User is one of replicant's own accounts.
+type User struct {
+	Name     string
+	Password string
+	Role     UserRole
+}
+
+// UserRole says what an account may do; the flavor turns it into least privileges.
+type UserRole int
+
+const (
+	// RoleReplication: replicas connect with it (REPLICATION SLAVE).
+	RoleReplication UserRole = iota
+	// RoleBackup: mariadb-backup runs with it in the sidecar.
+	RoleBackup
+	// RoleAdmin: the controller probes, fences, promotes and writes the heartbeat.
+	RoleAdmin
+)
+
+// EnsureUsers creates the users (host '%') or resets their password and privileges
+// to what their role needs. Run it only on the writable master: the statements are
+// written to the binlog so that every replica gets the same accounts.
+func (s *Server) EnsureUsers(ctx context.Context, users []User) error {
+	return s.conn(ctx, "ensure users", func(ctx context.Context, c *sql.Conn) error {
+		for _, u := range users {
+			for _, stmt := range s.flavor.UserSQL(u) {
+				if _, err := c.ExecContext(ctx, stmt.Query, stmt.Args...); err != nil {
+					return fmt.Errorf("user %s: %w", u.Name, err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Statement is SQL with its placeholder values.
+type Statement struct {
+	Query string
+	Args  []any
+}
+
+// HeartbeatSchema is the database replicant keeps its heartbeat table in.
+const HeartbeatSchema = "replicant"
+
+// WriteHeartbeat records now on the master; replicas measure their lag from it. Call
+// it only on the server replicant made writable.
+func (s *Server) WriteHeartbeat(ctx context.Context) error {
+	return s.conn(ctx, "write heartbeat", func(ctx context.Context, c *sql.Conn) error {
+		for _, q := range []string{
+			"CREATE DATABASE IF NOT EXISTS " + HeartbeatSchema,
+			"CREATE TABLE IF NOT EXISTS " + HeartbeatSchema + ".heartbeat (id TINYINT UNSIGNED PRIMARY KEY, server_id INT UNSIGNED NOT NULL, ts DATETIME(6) NOT NULL) ENGINE=InnoDB",
+			"INSERT INTO " + HeartbeatSchema + ".heartbeat (id, server_id, ts) VALUES (1, @@server_id, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE server_id = @@server_id, ts = UTC_TIMESTAMP(6)",
+		} {
+			if _, err := c.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ErrNoHeartbeat is returned by HeartbeatLag before the first heartbeat arrived.
+var ErrNoHeartbeat = errors.New("no heartbeat replicated yet")
+
+// HeartbeatLag is how old the newest heartbeat the server has applied is: the
+// replica's lag, measured end to end, without trusting Seconds_Behind_Master. It
+// assumes the servers' clocks agree (NTP on the nodes).
+func (s *Server) HeartbeatLag(ctx context.Context) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	defer cancel()
+	var micros sql.NullInt64
+	err := s.db.QueryRowContext(ctx, "SELECT TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) FROM "+HeartbeatSchema+".heartbeat WHERE id = 1").Scan(&micros)
+	var me *mysql.MySQLError
+	if errors.Is(err, sql.ErrNoRows) || (errors.As(err, &me) && (me.Number == 1146 || me.Number == 1049)) {
+		return 0, s.wrap("heartbeat lag", ErrNoHeartbeat)
+	}
+	if err != nil {
+		return 0, s.wrap("heartbeat lag", err)
+	}
+	if micros.Int64 < 0 {
+		return 0, nil
+	}
+	return time.Duration(micros.Int64) * time.Microsecond, nil
+}
