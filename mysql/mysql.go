@@ -166,6 +166,12 @@ func (s *Server) StopReplica(ctx context.Context) error {
 	return s.exec(ctx, "stop replica", s.flavor.StopReplicaSQL())
 }
 
+// SetReplicaPos sets the GTID position replication starts from (@@gtid_slave_pos),
+// e.g. the position a clone ends at. Replication must be stopped.
+func (s *Server) SetReplicaPos(ctx context.Context, pos GTIDSet) error {
+	return s.exec(ctx, "set replica position "+pos.Position().String(), "SET GLOBAL gtid_slave_pos = ?", pos.Position().String())
+}
+
 // ResetReplica stops replication and forgets every replica setting (source, relay
 // logs): what a promoted master must do, so it does not keep stale settings.
 func (s *Server) ResetReplica(ctx context.Context) error {

@@ -42,6 +42,7 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	db   *sql.DB
 }
 
 // Options of Start.
@@ -275,9 +276,14 @@ func (s *Server) bootstrapUsers() error {
 	return nil
 }
 
-// DB opens a connection pool as root over TCP, closed when the test ends.
+// DB is a connection pool as root over TCP (one per server), closed when the test ends.
 func (s *Server) DB() *sql.DB {
 	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db != nil {
+		return s.db
+	}
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = "root", RootPassword, "tcp", s.Addr()
 	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = 2*time.Second, 30*time.Second, 30*time.Second
@@ -285,7 +291,9 @@ func (s *Server) DB() *sql.DB {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	db.SetMaxOpenConns(8)
 	s.t.Cleanup(func() { db.Close() })
+	s.db = db
 	return db
 }
 

@@ -1,0 +1,418 @@
+package sidecar_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+
+	"github.com/replicant-dev/replicant/mysql"
+	"github.com/replicant-dev/replicant/sidecar"
+	"github.com/replicant-dev/replicant/test/mariadb"
+)
+
+func TestMain(m *testing.M) { os.Exit(mariadb.Main(m)) }
+
+const backupUser, backupPassword = "replicant_backup", "backup-pw-\"x'"
+
+// donor makes s a writable master with replicant's users and a table of rows, and
+// serves its sidecar on a loopback port.
+func donor(t *testing.T, s *mariadb.Server, rows int) (*mysql.Server, string) {
+	t.Helper()
+	ctx := context.Background()
+	root, err := mysql.Open(mysql.Config{Addr: s.Addr(), User: "root", Password: mariadb.RootPassword}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	if err := root.SetReadOnly(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := root.EnsureUsers(ctx, []mysql.User{
+		{Name: backupUser, Password: backupPassword, Role: mysql.RoleBackup},
+		{Name: "replicant_repl", Password: "repl-pw", Role: mysql.RoleReplication},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Exec(ctx, "CREATE DATABASE IF NOT EXISTS app", "CREATE TABLE IF NOT EXISTS app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")
+	for i := 0; i < rows; i++ {
+		s.Exec(ctx, "INSERT INTO app.t (v) VALUES (REPEAT('x', 64))")
+	}
+	return root, serveSidecar(t, s)
+}
+
+func serveSidecar(t *testing.T, s *mariadb.Server) string {
+	t.Helper()
+	srv, err := sidecar.NewServer(sidecar.ServeConfig{Datadir: s.Datadir, DefaultsFile: s.ConfigPath(), ServerAddr: s.Addr(),
+		BackupUser: backupUser, BackupPassword: backupPassword, Log: testr.New(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { hs.Close(); srv.Close() })
+	return hs.URL
+}
+
+// deadURL is a loopback address where nothing listens.
+func deadURL(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
+}
+
+// emptyDatadir stops s and empties its datadir, as a new PVC would be.
+func emptyDatadir(t *testing.T, s *mariadb.Server) {
+	t.Helper()
+	s.Kill()
+	if err := os.RemoveAll(s.Datadir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(s.Datadir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func listing(t *testing.T, dir string) string {
+	t.Helper()
+	var names []string
+	filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err == nil {
+			rel, _ := filepath.Rel(dir, p)
+			names = append(names, rel)
+		}
+		return nil
+	})
+	sort.Strings(names)
+	return strings.Join(names, "\n")
+}
+
+func count(t *testing.T, s *mariadb.Server) int {
+	t.Helper()
+	var n int
+	if err := s.DB().QueryRow("SELECT COUNT(*) FROM app.t").Scan(&n); err != nil {
+		t.Fatalf("%s: %v", s.Name, err)
+	}
+	return n
+}
+
+// TestCloneWhileWritingThenReplicate: a new replica clones the master while a writer
+// keeps writing; it boots on the clone, starts replication at the GTID the clone
+// recorded, and ends with every row the master has.
+func TestCloneWhileWritingThenReplicate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	servers := mariadb.Start(t, 2, mariadb.Options{})
+	m, r := servers[0], servers[1]
+	root, url := donor(t, m, 200)
+	emptyDatadir(t, r)
+
+	var written atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		db := m.DB()
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := db.Exec("INSERT INTO app.t (v) VALUES ('during')"); err == nil {
+				written.Add(1)
+			}
+		}
+	}()
+
+	decision, err := sidecar.Clone(ctx, sidecar.CloneConfig{Datadir: r.Datadir, PodName: r.Name,
+		ReplicasURL: deadURL(t), MasterURL: url, BackupUser: backupUser, BackupPassword: backupPassword,
+		ProgressEvery: 200 * time.Millisecond, Log: testr.New(t)})
+	if err != nil {
+		close(stop)
+		wg.Wait()
+		t.Fatal(err)
+	}
+	if decision != sidecar.DecisionFromMaster {
+		t.Errorf("decision %q, want %q", decision, sidecar.DecisionFromMaster)
+	}
+	data, err := os.ReadFile(filepath.Join(r.Datadir, sidecar.CloneRecordFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec sidecar.CloneRecord
+	if err := json.Unmarshal(data, &rec); err != nil || rec.GTID == "" || rec.Source != url {
+		t.Fatalf("clone record %s (%v)", data, err)
+	}
+	if strings.Contains(listing(t, r.Datadir), ".replicant-clone") {
+		t.Errorf("clone left work files:\n%s", listing(t, r.Datadir))
+	}
+
+	r.Restart()
+	replica, err := mysql.Open(mysql.Config{Addr: r.Addr(), User: "root", Password: mariadb.RootPassword}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replica.Close()
+	pos, err := mysql.ParseGTIDSet(rec.GTID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.SetReplicaPos(ctx, pos); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.ChangeSource(ctx, mysql.Source{Host: m.Host, Port: m.Port, User: "replicant_repl", Password: "repl-pw"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.StartReplica(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a few writes after replication started
+	close(stop)
+	wg.Wait()
+	st, err := root.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.WaitForGTID(ctx, st.BinlogState, 60*time.Second); err != nil {
+		rs, _ := replica.State(ctx)
+		t.Fatalf("replica did not catch up: %v (replica %+v)", err, rs.Replica)
+	}
+	if got, want := count(t, r), count(t, m); got != want || want != 200+int(written.Load()) {
+		t.Errorf("replica has %d rows, master %d, written %d", got, want, 200+written.Load())
+	}
+	t.Logf("rows written during the clone and after: %d; clone ended at %s", written.Load(), rec.GTID)
+	if rs, _ := replica.State(ctx); rs.ServerID != 101 || !rs.Replica.Replicating() {
+		t.Errorf("replica state %+v", rs)
+	}
+}
+
+// TestDecisionTable: each row of DESIGN.md's table.
+func TestDecisionTable(t *testing.T) {
+	ctx := context.Background()
+	servers := mariadb.Start(t, 2, mariadb.Options{})
+	_, url := donor(t, servers[0], 10)
+	base := func(dir, pod string) sidecar.CloneConfig {
+		return sidecar.CloneConfig{Datadir: dir, PodName: pod, ReplicasURL: deadURL(t), MasterURL: deadURL(t),
+			BackupUser: backupUser, BackupPassword: backupPassword, ProbeTimeout: time.Second, Log: testr.New(t)}
+	}
+
+	t.Run("data present: keep it", func(t *testing.T) {
+		dir := servers[1].Datadir // an initialised datadir
+		servers[1].Kill()
+		before := listing(t, dir)
+		cfg := base(dir, "db-1")
+		cfg.ReplicasURL = url
+		if d, err := sidecar.Clone(ctx, cfg); err != nil || d != sidecar.DecisionKeep {
+			t.Fatalf("%q, %v", d, err)
+		}
+		if listing(t, dir) != before {
+			t.Errorf("datadir changed")
+		}
+	})
+	t.Run("a replica answers: clone from it", func(t *testing.T) {
+		cfg := base(t.TempDir(), "db-2")
+		cfg.ReplicasURL = url
+		if d, err := sidecar.Clone(ctx, cfg); err != nil || d != sidecar.DecisionFromReplicas {
+			t.Fatalf("%q, %v", d, err)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.Datadir, "mysql")); err != nil {
+			t.Errorf("no cloned data: %v", err)
+		}
+	})
+	t.Run("only the master answers: clone from it", func(t *testing.T) {
+		cfg := base(t.TempDir(), "db-2")
+		cfg.MasterURL = url
+		if d, err := sidecar.Clone(ctx, cfg); err != nil || d != sidecar.DecisionFromMaster {
+			t.Fatalf("%q, %v", d, err)
+		}
+	})
+	t.Run("nothing answers, init-uri set: restore (not yet)", func(t *testing.T) {
+		cfg := base(t.TempDir(), "db-1")
+		cfg.InitURI = "s3://bucket/db"
+		d, err := sidecar.Clone(ctx, cfg)
+		if d != sidecar.DecisionRestore || err == nil || !strings.Contains(err.Error(), "s3://bucket/db") {
+			t.Fatalf("%q, %v", d, err)
+		}
+	})
+	t.Run("nothing answers, ordinal 0: start empty", func(t *testing.T) {
+		cfg := base(t.TempDir(), "db-0")
+		if d, err := sidecar.Clone(ctx, cfg); err != nil || d != sidecar.DecisionStartEmpty {
+			t.Fatalf("%q, %v", d, err)
+		}
+		if listing(t, cfg.Datadir) != "." {
+			t.Errorf("datadir not empty:\n%s", listing(t, cfg.Datadir))
+		}
+	})
+	t.Run("nothing answers, ordinal > 0: fail so Kubernetes retries", func(t *testing.T) {
+		cfg := base(t.TempDir(), "db-3")
+		_, err := sidecar.Clone(ctx, cfg)
+		if !errors.Is(err, sidecar.ErrNothingToClone) || !strings.Contains(err.Error(), "db-3") {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("an interrupted move is cleaned before deciding", func(t *testing.T) {
+		dir := t.TempDir()
+		for _, p := range []string{".replicant-incomplete-clone", "ibdata1", "mysql/user.frm", ".replicant-clone-123/x", "lost+found/keep"} {
+			os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755)
+			os.WriteFile(filepath.Join(dir, p), []byte("partial"), 0o644)
+		}
+		cfg := base(dir, "db-0")
+		if d, err := sidecar.Clone(ctx, cfg); err != nil || d != sidecar.DecisionStartEmpty {
+			t.Fatalf("%q, %v (a half-moved datadir must not count as present)", d, err)
+		}
+		if got := listing(t, dir); got != ".\nlost+found\nlost+found/keep" {
+			t.Errorf("left:\n%s", got)
+		}
+	})
+}
+
+// truncatingProxy forwards to target and cuts every response after limit bytes, as
+// a donor dying mid-stream does.
+func truncatingProxy(t *testing.T, target string, limit int64) string {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.Path, nil)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.CopyN(w, resp.Body, limit)
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+			}
+		}
+	}))
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+// TestInterruptedCloneLeavesNoHalfDatadir: the stream breaks mid-way; the clone fails,
+// the datadir is as before, and a retry succeeds.
+func TestInterruptedCloneLeavesNoHalfDatadir(t *testing.T) {
+	ctx := context.Background()
+	servers := mariadb.Start(t, 1, mariadb.Options{})
+	_, url := donor(t, servers[0], 50)
+	dir := t.TempDir()
+	before := listing(t, dir)
+	cfg := sidecar.CloneConfig{Datadir: dir, PodName: "db-1", ReplicasURL: truncatingProxy(t, url, 4<<20),
+		BackupUser: backupUser, BackupPassword: backupPassword, Log: testr.New(t)}
+	_, err := sidecar.Clone(ctx, cfg)
+	if err == nil {
+		t.Fatal("a clone from a broken stream succeeded")
+	}
+	if !strings.Contains(err.Error(), "datadir is unchanged") {
+		t.Errorf("error %v", err)
+	}
+	if got := listing(t, dir); got != before {
+		t.Errorf("datadir after a failed clone:\n%s", got)
+	}
+	// The donor's server killed mid-backup: mariadb-backup fails, the trailer says so.
+	cfg.ReplicasURL = url
+	done := make(chan error, 1)
+	go func() { _, err := sidecar.Clone(ctx, cfg); done <- err }()
+	time.Sleep(300 * time.Millisecond)
+	servers[0].Kill()
+	if err := <-done; err == nil {
+		t.Log("the backup finished before the kill took effect")
+	} else if got := listing(t, dir); got != before {
+		t.Errorf("datadir after the donor was killed:\n%s", got)
+	}
+	servers[0].Restart()
+	os.RemoveAll(dir)
+	os.Mkdir(dir, 0o750)
+	// Kubernetes retries with a back-off; the donor may still be ending the last backup.
+	for try := 1; ; try++ {
+		d, err := sidecar.Clone(ctx, cfg)
+		if err == nil && d == sidecar.DecisionFromReplicas {
+			break
+		}
+		if try == 20 || !strings.Contains(fmt.Sprint(err), "429") {
+			t.Fatalf("retry %d: %q, %v", try, d, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// TestXbackupAuthorisation: no or wrong credentials get 401 and no data; a second
+// concurrent backup gets 429.
+func TestXbackupAuthorisation(t *testing.T) {
+	servers := mariadb.Start(t, 1, mariadb.Options{})
+	_, url := donor(t, servers[0], 1)
+	for name, set := range map[string]func(*http.Request){
+		"none":           func(*http.Request) {},
+		"wrong password": func(r *http.Request) { r.SetBasicAuth(backupUser, "nope") },
+		"wrong user":     func(r *http.Request) { r.SetBasicAuth("root", backupPassword) },
+	} {
+		req, _ := http.NewRequest(http.MethodGet, url+"/xbackup", nil)
+		set(req)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || len(body) != 0 {
+			t.Errorf("%s: %s with %d bytes", name, resp.Status, len(body))
+		}
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, url+"/xbackup", nil)
+	req.SetBasicAuth(backupUser, backupPassword)
+	first, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := http.DefaultClient.Do(req.Clone(context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Body.Close()
+	if second.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("concurrent backup: %s", second.Status)
+	}
+	n, _ := io.Copy(io.Discard, first.Body)
+	first.Body.Close()
+	if first.StatusCode != http.StatusOK || n == 0 || first.Trailer.Get(sidecar.BackupStatusTrailer) != "ok" {
+		t.Errorf("first backup: %s, %d bytes, trailer %q", first.Status, n, first.Trailer.Get(sidecar.BackupStatusTrailer))
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/status"} {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %s", path, resp.Status)
+		}
+		if path == "/metrics" && !strings.Contains(string(body), `replicant_sidecar_backups_total{result="ok"} 1`) {
+			t.Errorf("metrics:\n%s", body)
+		}
+		if strings.Contains(string(body), backupPassword) {
+			t.Errorf("%s shows the password", path)
+		}
+	}
+}

@@ -1,0 +1,332 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/replicant-dev/replicant/mysql"
+)
+
+// BackupStatusTrailer is the HTTP trailer /xbackup ends with: "ok" only when
+// mariadb-backup finished successfully. A stream without it is incomplete, whatever
+// the bytes look like, and a clone must not use it.
+const BackupStatusTrailer = "X-Replicant-Backup-Status"
+
+// ServeConfig is what `replicant sidecar serve` needs.
+type ServeConfig struct {
+	Listen  string // :8080
+	Datadir string
+	// DefaultsFile is the server's my.cnf, for mariadb-backup (empty: its default search).
+	DefaultsFile string
+	// ServerAddr is where the local server listens (127.0.0.1:3306 in a pod).
+	ServerAddr string
+	// BackupUser and BackupPassword are the MySQL account mariadb-backup uses, and the
+	// HTTP basic auth credentials /xbackup demands.
+	BackupUser     string
+	BackupPassword string
+	// BackupBinary is mariadb-backup (default: found on PATH).
+	BackupBinary string
+	Log          logr.Logger
+}
+
+// Server serves /xbackup, /healthz, /readyz, /metrics and /status.
+type Server struct {
+	cfg     ServeConfig
+	busy    atomic.Bool
+	db      *mysql.Server
+	metrics *serveMetrics
+	handler http.Handler
+}
+
+type serveMetrics struct {
+	registry *prometheus.Registry
+	served   *prometheus.CounterVec
+	bytes    prometheus.Counter
+	duration prometheus.Histogram
+}
+
+func newServeMetrics() *serveMetrics {
+	m := &serveMetrics{
+		registry: prometheus.NewRegistry(),
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "replicant_sidecar_backups_total", Help: "Backups streamed by /xbackup, by result (ok, failed, refused).",
+		}, []string{"result"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "replicant_sidecar_backup_bytes_total", Help: "Bytes streamed by /xbackup.",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "replicant_sidecar_backup_duration_seconds", Help: "Duration of streamed backups.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+	}
+	m.registry.MustRegister(m.served, m.bytes, m.duration,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// NewServer validates cfg and builds the HTTP handler.
+func NewServer(cfg ServeConfig) (*Server, error) {
+	if cfg.BackupUser == "" || cfg.BackupPassword == "" {
+		return nil, errors.New("backup credentials are empty: REPLICANT_BACKUP_USER and REPLICANT_BACKUP_PASSWORD come from the credentials Secret")
+	}
+	if cfg.BackupBinary == "" {
+		cfg.BackupBinary = "mariadb-backup"
+	}
+	if cfg.ServerAddr == "" {
+		cfg.ServerAddr = "127.0.0.1:3306"
+	}
+	db, err := mysql.Open(mysql.Config{Addr: cfg.ServerAddr, User: cfg.BackupUser, Password: cfg.BackupPassword,
+		ConnectTimeout: time.Second, QueryTimeout: 2 * time.Second}, nil)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, db: db, metrics: newServeMetrics()}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /xbackup", s.xbackup)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /status", s.status)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	s.handler = mux
+	return s, nil
+}
+
+// Handler is the HTTP handler (tests serve it on a loopback listener).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close releases the server's connections.
+func (s *Server) Close() error { return s.db.Close() }
+
+// Run serves until ctx ends, then shuts down gracefully (a running backup is ended).
+func (s *Server) Run(ctx context.Context) error {
+	srv := &http.Server{Addr: s.cfg.Listen, Handler: s.handler, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: nil}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	s.cfg.Log.Info("serving", "address", s.cfg.Listen)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdown)
+	srv.Close() // ends streams still running: their request contexts stop mariadb-backup
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := s.db.Ping(r.Context()); err != nil {
+		http.Error(w, "server not answering: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
+
+// CloneRecord is what a clone leaves in the datadir (CloneRecordFile): where the data
+// came from and the GTID position it ends at, from which replication must start.
+type CloneRecord struct {
+	Source   string    `json:"source"`
+	GTID     string    `json:"gtid"`
+	Finished time.Time `json:"finished"`
+}
+
+// CloneRecordFile is the clone record's name in the datadir.
+const CloneRecordFile = "replicant-clone.json"
+
+// status reports the clone record of this server's datadir, if it was cloned: the
+// controller reads it to set gtid_slave_pos before starting replication.
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	out := map[string]any{"backupRunning": s.busy.Load()}
+	if data, err := os.ReadFile(filepath.Join(s.cfg.Datadir, CloneRecordFile)); err == nil {
+		var rec CloneRecord
+		if json.Unmarshal(data, &rec) == nil {
+			out["clone"] = rec
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	user, password, ok := r.BasicAuth()
+	// Both comparisons always run, in constant time, so timing tells nothing.
+	userOK := subtle.ConstantTimeCompare([]byte(user), []byte(s.cfg.BackupUser))
+	passwordOK := subtle.ConstantTimeCompare([]byte(password), []byte(s.cfg.BackupPassword))
+	return ok && userOK&passwordOK == 1
+}
+
+func (s *Server) xbackup(w http.ResponseWriter, r *http.Request) {
+	log := s.cfg.Log.WithValues("client", r.RemoteAddr)
+	if !s.authorized(r) {
+		s.metrics.served.WithLabelValues("refused").Inc()
+		log.Info("backup refused: bad credentials")
+		w.Header().Set("WWW-Authenticate", `Basic realm="replicant"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	if !s.busy.CompareAndSwap(false, true) {
+		s.metrics.served.WithLabelValues("refused").Inc()
+		log.Info("backup refused: another one is streaming")
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, "a backup is already streaming from this server; retry later", http.StatusTooManyRequests)
+		return
+	}
+	defer s.busy.Store(false)
+
+	start := time.Now()
+	n, err := s.streamBackup(r.Context(), w, log)
+	s.metrics.bytes.Add(float64(n))
+	s.metrics.duration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.metrics.served.WithLabelValues("failed").Inc()
+		w.Header().Set(BackupStatusTrailer, "failed")
+		log.Error(err, "backup failed", "bytes", n, "seconds", time.Since(start).Seconds())
+		return
+	}
+	s.metrics.served.WithLabelValues("ok").Inc()
+	w.Header().Set(BackupStatusTrailer, "ok")
+	log.Info("backup streamed", "bytes", n, "seconds", time.Since(start).Seconds())
+}
+
+// streamBackup runs mariadb-backup --backup --stream=xbstream into w. The password
+// reaches mariadb-backup through a private defaults file, never its command line.
+func (s *Server) streamBackup(ctx context.Context, w http.ResponseWriter, log logr.Logger) (int64, error) {
+	work, err := os.MkdirTemp("", "replicant-xbackup-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(work)
+	host, port, _ := strings.Cut(s.cfg.ServerAddr, ":")
+	// The credentials file includes the server's own my.cnf when one is named
+	// (mariadb-backup takes either --defaults-file or --defaults-extra-file first).
+	creds := filepath.Join(work, "client.cnf")
+	text := fmt.Sprintf("[mariadb-backup]\nuser=%s\npassword=%s\nhost=%s\nport=%s\n",
+		quoteOption(s.cfg.BackupUser), quoteOption(s.cfg.BackupPassword), host, port)
+	option := "--defaults-extra-file="
+	if s.cfg.DefaultsFile != "" {
+		text = "!include " + s.cfg.DefaultsFile + "\n" + text
+		option = "--defaults-file="
+	}
+	if err := os.WriteFile(creds, []byte(text), 0o600); err != nil {
+		return 0, err
+	}
+	args := []string{option + creds, "--backup", "--stream=xbstream",
+		"--target-dir=" + filepath.Join(work, "target"), "--datadir=" + s.cfg.Datadir}
+	cmd := exec.CommandContext(ctx, s.cfg.BackupBinary, args...)
+	// A client that goes away cancels ctx: stop mariadb-backup, then kill it if needed.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(filepath.Join(work, "target"), 0o700); err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start %s: %w", s.cfg.BackupBinary, err)
+	}
+	tail := newLineTail(20)
+	var stderrDone sync.WaitGroup
+	stderrDone.Add(1)
+	go func() { defer stderrDone.Done(); tail.consume(stderr) }()
+
+	w.Header().Set("Trailer", BackupStatusTrailer)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	n, copyErr := copyFlushing(w, stdout)
+	stderrDone.Wait()
+	waitErr := cmd.Wait()
+	switch {
+	case ctx.Err() != nil:
+		return n, fmt.Errorf("client went away after %d bytes; mariadb-backup stopped", n)
+	case waitErr != nil:
+		return n, fmt.Errorf("mariadb-backup: %v: %s", waitErr, tail.String())
+	case copyErr != nil:
+		return n, fmt.Errorf("stream to client: %w", copyErr)
+	}
+	return n, nil
+}
+
+// copyFlushing copies with a large buffer and flushes each chunk to the client.
+func copyFlushing(w http.ResponseWriter, r io.Reader) (int64, error) {
+	flusher, _ := w.(http.Flusher)
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			if _, werr := w.Write(buf[:k]); werr != nil {
+				io.Copy(io.Discard, r) // let mariadb-backup finish writing, then fail
+				return n, werr
+			}
+			n += int64(k)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// quoteOption quotes a value for a my.cnf file.
+func quoteOption(v string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+}
+
+// lineTail keeps the last lines of a process's stderr for error messages.
+type lineTail struct {
+	mu    sync.Mutex
+	max   int
+	lines []string
+}
+
+func newLineTail(max int) *lineTail { return &lineTail{max: max} }
+
+func (t *lineTail) consume(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		t.mu.Lock()
+		t.lines = append(t.lines, sc.Text())
+		if len(t.lines) > t.max {
+			t.lines = t.lines[1:]
+		}
+		t.mu.Unlock()
+	}
+}
+
+func (t *lineTail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}
