@@ -360,4 +360,3 @@ func lastLines(s string, n int) string {
 
 // ErrNothingToClone is returned when a pod past ordinal 0 has no source.
 var ErrNothingToClone = errors.New("nothing to clone from")
-
