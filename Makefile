@@ -36,9 +36,9 @@ test: lint deps k8s-bins tools
 		go test -count=1 ./...
 	go test -run '^$$' -fuzz FuzzAnnotations -fuzztime 15s ./inject/
 
-## unit: only the tests that need no binaries
+## unit: only the tests that need neither a control plane nor a server
 unit:
-	go test -count=1 ./inject/ ./sidecar/
+	go test -count=1 -run 'Test(Mutate|Parse|Flavor|Refusals|Unlabelled|Default|Opt|User|Unrelated|NewReplicant|Server(Image)?|Ordinal|Fragment|WriteConfig|Copy|Compare)' ./inject/ ./sidecar/ ./mysql/
 
 ## lint: gofmt, go vet, tidy modules
 lint:
@@ -74,9 +74,11 @@ helm:
 	fi
 	@mkdir -p bin && ln -sfn $(HELM_BIN) bin/helm
 
-## bench: admission latency (p99 printed) — compare runs with benchstat
-bench:
+## bench: admission latency (p50/p99), and a 1 GiB clone through replicant versus a
+## bare mariadb-backup | mbstream pipe (ratio printed; REPLICANT_BENCH_MIB sets the size)
+bench: deps
 	go test -run '^$$' -bench . -benchmem -benchtime 5000x ./inject/ ./webhook/
+	go test -run '^$$' -bench CloneVersusPipe -benchtime 1x -timeout 30m ./sidecar/
 
 ## fuzz: a longer fuzz run of the annotation parser
 fuzz:

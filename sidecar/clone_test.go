@@ -31,7 +31,7 @@ const backupUser, backupPassword = "replicant_backup", "backup-pw-\"x'"
 
 // donor makes s a writable master with replicant's users and a table of rows, and
 // serves its sidecar on a loopback port.
-func donor(t *testing.T, s *mariadb.Server, rows int) (*mysql.Server, string) {
+func donor(t testing.TB, s *mariadb.Server, rows int) (*mysql.Server, string) {
 	t.Helper()
 	ctx := context.Background()
 	root, err := mysql.Open(mysql.Config{Addr: s.Addr(), User: "root", Password: mariadb.RootPassword}, nil)
@@ -50,15 +50,17 @@ func donor(t *testing.T, s *mariadb.Server, rows int) (*mysql.Server, string) {
 	}
 	s.Exec(ctx, "CREATE DATABASE IF NOT EXISTS app", "CREATE TABLE IF NOT EXISTS app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")
 	for i := 0; i < rows; i++ {
-		s.Exec(ctx, "INSERT INTO app.t (v) VALUES (REPEAT('x', 64))")
+		if _, err := s.DB().Exec("INSERT INTO app.t (v) VALUES (REPEAT('x', 64))"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return root, serveSidecar(t, s)
 }
 
-func serveSidecar(t *testing.T, s *mariadb.Server) string {
+func serveSidecar(t testing.TB, s *mariadb.Server) string {
 	t.Helper()
 	srv, err := sidecar.NewServer(sidecar.ServeConfig{Datadir: s.Datadir, DefaultsFile: s.ConfigPath(), ServerAddr: s.Addr(),
-		BackupUser: backupUser, BackupPassword: backupPassword, Log: testr.New(t)})
+		BackupUser: backupUser, BackupPassword: backupPassword, Log: testr.NewWithInterface(t, testr.Options{})})
 	if err != nil {
 		t.Fatal(err)
 	}

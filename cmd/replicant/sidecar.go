@@ -3,9 +3,13 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/replicant-dev/replicant/inject"
 	"github.com/replicant-dev/replicant/sidecar"
@@ -24,8 +28,6 @@ func (o *serverOptions) bind(cmd *cobra.Command) {
 	cmd.Flags().Int64Var(&o.serverIDOffset, "server-id-offset", 100, "server_id = offset + the pod's ordinal")
 	cmd.Flags().StringVar(&o.durability, "durability", "semi-sync", "semi-sync or async")
 }
-
-const notYet = "is not in this release of replicant yet: it arrives with the sidecar release (issue 3); the webhook injects it already so that the pod template stays stable"
 
 func newSidecarCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -73,34 +75,77 @@ binlog/relay log names, semi-sync). Reads POD_NAME, POD_NAMESPACE, REPLICANT_SER
 	config.Flags().StringVar(&userConfDir, "user-conf-dir", "", "the user's own conf.d volume, copied in first")
 
 	var cloneOpts serverOptions
-	var cloneDatadir, initURI string
+	cloneCfg := sidecar.CloneConfig{}
 	clone := &cobra.Command{
 		Use:   "clone",
-		Short: "Fill an empty datadir from a replica, the master or a backup (init container replicant-clone) [not in this release yet]",
-		Long: `Decide whether this pod needs data and from where: data present -> keep it; a healthy
-replica -> clone from <sts>-replicas; else the master -> clone from <sts>-master; else
-init-uri -> restore; else ordinal 0 -> start empty; else fail so Kubernetes retries.
-This step ` + notYet + `.`,
+		Short: "Fill an empty datadir from a replica or the master (init container replicant-clone)",
+		Long: `Decide whether this pod needs data and from where, logging each decision:
+data present -> keep it; a healthy replica answers on <sts>-replicas -> clone from it;
+else the master answers on <sts>-master -> clone from it; else init-uri -> restore (not
+in this release yet); else ordinal 0 -> start empty; else fail so Kubernetes retries.
+A clone streams the source's /xbackup into a work directory inside the datadir volume,
+prepares it, records the GTID position it ends at (` + sidecar.CloneRecordFile + `)
+and only then moves it into place: an interrupted clone never leaves a half datadir.
+Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASSWORD.`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error { return fmt.Errorf("sidecar clone %s", notYet) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sts, ns := os.Getenv("REPLICANT_STATEFULSET"), os.Getenv("POD_NAMESPACE")
+			cloneCfg.PodName = os.Getenv("POD_NAME")
+			if cloneCfg.PodName == "" || sts == "" || ns == "" {
+				return fmt.Errorf("POD_NAME, POD_NAMESPACE and REPLICANT_STATEFULSET must be set (the webhook injects them)")
+			}
+			if cloneCfg.ReplicasURL == "" {
+				cloneCfg.ReplicasURL = fmt.Sprintf("http://%s-replicas.%s.svc:%d", sts, ns, inject.SidecarPort)
+			}
+			if cloneCfg.MasterURL == "" {
+				cloneCfg.MasterURL = fmt.Sprintf("http://%s-master.%s.svc:%d", sts, ns, inject.SidecarPort)
+			}
+			cloneCfg.BackupUser, cloneCfg.BackupPassword = os.Getenv("REPLICANT_BACKUP_USER"), os.Getenv("REPLICANT_BACKUP_PASSWORD")
+			cloneCfg.Log = newLogger().WithName("clone")
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			_, err := sidecar.Clone(ctx, cloneCfg)
+			return err
+		},
 	}
 	cloneOpts.bind(clone)
-	clone.Flags().StringVar(&cloneDatadir, "datadir", "/var/lib/mysql", "the server's datadir")
-	clone.Flags().StringVar(&initURI, "init-uri", "", "backup to restore when no server can be cloned")
+	clone.Flags().StringVar(&cloneCfg.Datadir, "datadir", "/var/lib/mysql", "the server's datadir")
+	clone.Flags().StringVar(&cloneCfg.InitURI, "init-uri", "", "backup to restore when no server can be cloned")
+	clone.Flags().StringVar(&cloneCfg.ReplicasURL, "replicas-url", "", "sidecars of the healthy replicas (default http://<sts>-replicas.<namespace>.svc:8080)")
+	clone.Flags().StringVar(&cloneCfg.MasterURL, "master-url", "", "sidecar of the master (default http://<sts>-master.<namespace>.svc:8080)")
 
 	var serveOpts serverOptions
-	var serveDatadir, listen string
+	serveCfg := sidecar.ServeConfig{}
 	serve := &cobra.Command{
 		Use:   "serve",
-		Short: "Serve /xbackup, /healthz, /readyz and /metrics on :8080 (container replicant-sidecar) [not in this release yet]",
-		Long:  `Serve consistent physical backups of the local server to cloning peers, and health and metrics. This step ` + notYet + `.`,
-		Args:  cobra.NoArgs,
-		RunE:  func(*cobra.Command, []string) error { return fmt.Errorf("sidecar serve %s", notYet) },
+		Short: "Serve /xbackup, /healthz, /readyz, /status and /metrics on :8080 (container replicant-sidecar)",
+		Long: `Serve the local server to its peers: GET /xbackup streams a consistent physical backup
+(mariadb-backup --stream=xbstream) to a cloning pod, only with the backup credentials,
+one at a time; /healthz, /readyz (the server answers), /status (the clone record),
+/metrics (Prometheus). Reads REPLICANT_BACKUP_USER/PASSWORD. Stops cleanly on SIGTERM.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			serveCfg.BackupUser, serveCfg.BackupPassword = os.Getenv("REPLICANT_BACKUP_USER"), os.Getenv("REPLICANT_BACKUP_PASSWORD")
+			serveCfg.Log = newLogger().WithName("sidecar")
+			srv, err := sidecar.NewServer(serveCfg)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return srv.Run(ctx)
+		},
 	}
 	serveOpts.bind(serve)
-	serve.Flags().StringVar(&serveDatadir, "datadir", "/var/lib/mysql", "the server's datadir")
-	serve.Flags().StringVar(&listen, "listen", ":8080", "address to serve on")
+	serve.Flags().StringVar(&serveCfg.Datadir, "datadir", "/var/lib/mysql", "the server's datadir")
+	serve.Flags().StringVar(&serveCfg.Listen, "listen", ":8080", "address to serve on")
+	serve.Flags().StringVar(&serveCfg.ServerAddr, "server-addr", "127.0.0.1:3306", "the local server")
+	serve.Flags().StringVar(&serveCfg.DefaultsFile, "defaults-file", "", "the server's my.cnf for mariadb-backup (default: its usual search)")
 
 	cmd.AddCommand(install, config, clone, serve)
 	return cmd
 }
+
+// newLogger is the structured logger of the pod-side steps (JSON, to stderr).
+func newLogger() logr.Logger { return zap.New() }

@@ -50,6 +50,8 @@ type Options struct {
 	Durability string // default semi-sync
 	// Cluster is the StatefulSet-like name: servers are <Cluster>-0, -1, ...
 	Cluster string
+	// ExtraConfig is appended to the [mysqld] section of every server's my.cnf.
+	ExtraConfig string
 }
 
 var (
@@ -123,7 +125,7 @@ func Start(t testing.TB, n int, opts Options) []*Server {
 		if out, err := exec.Command("cp", "-a", tpl, s.Datadir).CombinedOutput(); err != nil {
 			t.Fatalf("copy template datadir: %v %s", err, out)
 		}
-		if err := s.writeConfig(); err != nil {
+		if err := s.writeConfig(opts.ExtraConfig); err != nil {
 			t.Fatal(err)
 		}
 		servers[i] = s
@@ -170,7 +172,7 @@ func freeLoopbackHosts(t testing.TB, n int) []string {
 
 // writeConfig writes the base my.cnf (what the image provides: paths, address) and
 // replicant's fragment into conf.d, included last as in the real pod.
-func (s *Server) writeConfig() error {
+func (s *Server) writeConfig(extra string) error {
 	confd := filepath.Join(s.Dir, "conf.d")
 	if err := os.MkdirAll(confd, 0o755); err != nil {
 		return err
@@ -191,8 +193,9 @@ innodb_buffer_pool_size = 32M
 innodb_log_file_size = 48M
 max_connections = 100
 performance_schema = OFF
+%s
 !includedir %s
-`, currentUser(), s.Datadir, s.Socket(), filepath.Join(s.Dir, "mysqld.pid"), s.LogPath(), s.Host, s.Port, confd)
+`, currentUser(), s.Datadir, s.Socket(), filepath.Join(s.Dir, "mysqld.pid"), s.LogPath(), s.Host, s.Port, extra, confd)
 	return os.WriteFile(s.ConfigPath(), []byte(base), 0o644)
 }
 
