@@ -35,6 +35,7 @@ test: lint deps k8s-bins tools
 	CERT_MANAGER_CRDS="$$(go mod download -json github.com/cert-manager/cert-manager@$(CERT_MANAGER_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p')/deploy/crds" \
 		go test -count=1 ./...
 	go test -run '^$$' -fuzz FuzzAnnotations -fuzztime 15s ./inject/
+	go test -run '^$$' -fuzz FuzzGTIDSet -fuzztime 10s ./mysql/
 
 ## unit: only the tests that need neither a control plane nor a server
 unit:
@@ -80,9 +81,10 @@ bench: deps
 	go test -run '^$$' -bench . -benchmem -benchtime 5000x ./inject/ ./webhook/
 	go test -run '^$$' -bench CloneVersusPipe -benchtime 1x -timeout 30m ./sidecar/
 
-## fuzz: a longer fuzz run of the annotation parser
+## fuzz: longer fuzz runs of the annotation parser and the GTID set type
 fuzz:
 	go test -run '^$$' -fuzz FuzzAnnotations -fuzztime 2m ./inject/
+	go test -run '^$$' -fuzz FuzzGTIDSet -fuzztime 2m ./mysql/
 
 clean:
 	rm -rf bin
