@@ -232,35 +232,29 @@ func ParseOptions(sts *appsv1.StatefulSet) (Options, error) {
 		}
 	}
 
-	if v, ok := ann[AnnCredentialsSecret]; ok {
-		if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
-			problems.refuse(AnnCredentialsSecret, v, "a Secret name (lowercase letters, digits, '-' and '.', at most 253 characters)")
-		} else {
-			opts.CredentialsSecret = v
+	secretName := func(annotation string, dst *string) {
+		if v, ok := ann[annotation]; ok {
+			if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
+				problems.refuse(annotation, v, "a Secret name (lowercase letters, digits, '-' and '.', at most 253 characters)")
+			} else {
+				*dst = v
+			}
 		}
 	}
+	bucketURI := func(annotation, example string, dst *string) {
+		if v, ok := ann[annotation]; ok {
+			if !validBucketURI(v) {
+				problems.refuse(annotation, v, example+" ("+schemesList()+")")
+			} else {
+				*dst = v
+			}
+		}
+	}
+	secretName(AnnCredentialsSecret, &opts.CredentialsSecret)
+	secretName(AnnBackupSecret, &opts.BackupSecret)
+	bucketURI(AnnBackupURI, "a bucket URI such as s3://bucket/prefix", &opts.BackupURI)
+	bucketURI(AnnInitURI, "the URI of a backup such as s3://bucket/prefix/backup.xbstream.gz", &opts.InitURI)
 
-	if v, ok := ann[AnnBackupURI]; ok {
-		if !validBucketURI(v) {
-			problems.refuse(AnnBackupURI, v, "a bucket URI such as s3://bucket/prefix ("+schemesList()+")")
-		} else {
-			opts.BackupURI = v
-		}
-	}
-	if v, ok := ann[AnnInitURI]; ok {
-		if !validBucketURI(v) {
-			problems.refuse(AnnInitURI, v, "the URI of a backup such as s3://bucket/prefix/backup.xbstream.gz ("+schemesList()+")")
-		} else {
-			opts.InitURI = v
-		}
-	}
-	if v, ok := ann[AnnBackupSecret]; ok {
-		if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
-			problems.refuse(AnnBackupSecret, v, "a Secret name (lowercase letters, digits, '-' and '.', at most 253 characters)")
-		} else {
-			opts.BackupSecret = v
-		}
-	}
 	if v, ok := ann[AnnBackupSchedule]; ok {
 		if _, err := cron.ParseStandard(v); err != nil {
 			problems.refuse(AnnBackupSchedule, v, "a cron schedule such as \"0 3 * * *\" or @daily")

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
 
 	"github.com/replicant-dev/replicant/sidecar"
 	"github.com/replicant-dev/replicant/test/mariadb"
@@ -55,7 +55,7 @@ func BenchmarkCloneVersusPipe(b *testing.B) {
 		target := b.TempDir()
 		start = time.Now()
 		if _, err := sidecar.Clone(ctx, sidecar.CloneConfig{Datadir: target, PodName: "db-1", ReplicasURL: url,
-			BackupUser: backupUser, BackupPassword: backupPassword, Log: logr.Discard()}); err != nil {
+			BackupUser: backupUser, BackupPassword: backupPassword, Log: testr.NewWithInterface(b, testr.Options{})}); err != nil {
 			b.Fatal(err)
 		}
 		cloneTotal += time.Since(start)

@@ -225,13 +225,17 @@ func fetch(ctx context.Context, cfg CloneConfig, source, dir string) (int64, err
 		return 0, fmt.Errorf("source answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 	extract := exec.CommandContext(ctx, cfg.StreamBinary, "-x", "-C", dir)
-	stdin, err := extract.StdinPipe()
+	stdinR, stdin, err := streamPipe()
 	if err != nil {
 		return 0, err
 	}
+	extract.Stdin = stdinR
 	var stderr strings.Builder
 	extract.Stderr = &stderr
-	if err := extract.Start(); err != nil {
+	err = extract.Start()
+	stdinR.Close() // the child holds its own copy
+	if err != nil {
+		stdin.Close()
 		return 0, fmt.Errorf("start %s: %w", cfg.StreamBinary, err)
 	}
 	counter := &countingReader{r: resp.Body}

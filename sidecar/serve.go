@@ -236,10 +236,12 @@ func (s *Server) streamBackup(ctx context.Context, w http.ResponseWriter, log lo
 	// A client that goes away cancels ctx: stop mariadb-backup, then kill it if needed.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 5 * time.Second
-	stdout, err := cmd.StdoutPipe()
+	stdout, stdoutW, err := streamPipe()
 	if err != nil {
 		return 0, err
 	}
+	defer stdout.Close()
+	cmd.Stdout = stdoutW
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return 0, err
@@ -247,7 +249,9 @@ func (s *Server) streamBackup(ctx context.Context, w http.ResponseWriter, log lo
 	if err := os.MkdirAll(filepath.Join(work, "target"), 0o700); err != nil {
 		return 0, err
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	stdoutW.Close() // the child holds its own copy; EOF comes when it exits
+	if err != nil {
 		return 0, fmt.Errorf("start %s: %w", s.cfg.BackupBinary, err)
 	}
 	tail := newLineTail(20)

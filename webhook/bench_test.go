@@ -16,6 +16,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/replicant-dev/replicant/test/fixture"
 	"github.com/replicant-dev/replicant/webhook"
 )
 
@@ -28,7 +29,7 @@ func BenchmarkAdmission(b *testing.B) {
 		b.Fatal(err)
 	}
 	handler := &crwebhook.Admission{Handler: webhook.NewInjector(admission.NewDecoder(scheme), injectConfig)}
-	sts := probeStatefulSet()
+	sts := fixture.StatefulSet("apps", "probe")
 	sts.TypeMeta = metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"}
 	raw, err := json.Marshal(sts)
 	if err != nil {

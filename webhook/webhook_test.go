@@ -25,6 +25,7 @@ import (
 
 	"github.com/replicant-dev/replicant/inject"
 	"github.com/replicant-dev/replicant/test/controlplane"
+	"github.com/replicant-dev/replicant/test/fixture"
 	"github.com/replicant-dev/replicant/webhook"
 )
 
@@ -370,7 +371,7 @@ func waitForWebhook(t *testing.T, ctx context.Context, c client.Client) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		sts := probeStatefulSet()
+		sts := fixture.StatefulSet("apps", "probe")
 		err := c.Create(ctx, sts, client.DryRunAll)
 		if err == nil && len(sts.Spec.Template.Spec.Containers) == 2 {
 			return
@@ -379,24 +380,5 @@ func waitForWebhook(t *testing.T, ctx context.Context, c client.Client) {
 			t.Fatalf("webhook not reachable through the apiserver after 30s: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func probeStatefulSet() *appsv1.StatefulSet {
-	labels := map[string]string{"app": "probe"}
-	return &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: "apps",
-			Labels: map[string]string{inject.LabelInject: inject.InjectEnabled, "app": "probe"}},
-		Spec: appsv1.StatefulSetSpec{
-			ServiceName: "probe",
-			Selector:    &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "mariadb", Image: "mariadb:10.11",
-					VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib/mysql"}},
-				}}, Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
-			},
-		},
 	}
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/replicant-dev/replicant/inject"
 	"github.com/replicant-dev/replicant/test/controlplane"
+	"github.com/replicant-dev/replicant/test/fixture"
 )
 
 // TestManagerRunsWithItsOwnRBAC starts `replicant manager` in-process against a real
@@ -129,7 +130,7 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 	}
 	sts := &appsv1.StatefulSet{}
 	eventually(t, ctx, "webhook injects through the manager", func() error {
-		sts = labelledStatefulSet()
+		sts = fixture.StatefulSet("apps", "db")
 		if err := c.Create(ctx, sts, client.DryRunAll); err != nil {
 			return err
 		}
@@ -159,25 +160,6 @@ func TestManagerRefusesABadPullPolicy(t *testing.T) {
 	err := runManager(context.Background(), managerFlags{image: "x", imagePullPolicy: "Sometimes"})
 	if err == nil || err.Error() != `--replicant-image-pull-policy "Sometimes": allowed: Always, IfNotPresent, Never` {
 		t.Fatalf("err = %v", err)
-	}
-}
-
-func labelledStatefulSet() *appsv1.StatefulSet {
-	labels := map[string]string{"app": "db"}
-	return &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "apps",
-			Labels: map[string]string{inject.LabelInject: inject.InjectEnabled, "app": "db"}},
-		Spec: appsv1.StatefulSetSpec{
-			ServiceName: "mysql",
-			Selector:    &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "mariadb", Image: "mariadb:10.11",
-					VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib/mysql"}},
-				}}, Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
-			},
-		},
 	}
 }
 
