@@ -418,3 +418,46 @@ func TestXbackupAuthorisation(t *testing.T) {
 		}
 	}
 }
+
+// TestClientGoingAwayStopsTheBackup: a client that reads a little and hangs up ends
+// mariadb-backup; the sidecar is free for the next clone at once.
+func TestClientGoingAwayStopsTheBackup(t *testing.T) {
+	servers := mariadb.Start(t, 1, mariadb.Options{})
+	_, url := donor(t, servers[0], 1)
+	req, _ := http.NewRequest(http.MethodGet, url+"/xbackup", nil)
+	req.SetBasicAuth(backupUser, backupPassword)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // hang up mid-stream
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := http.Get(url + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var status struct {
+			BackupRunning bool `json:"backupRunning"`
+		}
+		json.NewDecoder(st.Body).Decode(&status)
+		st.Body.Close()
+		if !status.BackupRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backup still runs 30s after its client went away")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	metrics, _ := http.Get(url + "/metrics")
+	body, _ := io.ReadAll(metrics.Body)
+	metrics.Body.Close()
+	if !strings.Contains(string(body), `replicant_sidecar_backups_total{result="failed"} 1`) {
+		t.Errorf("the abandoned backup is not counted as failed:\n%s", body)
+	}
+}
