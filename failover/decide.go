@@ -1,0 +1,159 @@
+// Package failover is replicant's controller: for every labelled StatefulSet it keeps
+// the credentials Secret and the <sts>-master / <sts>-replicas Services, probes every
+// server, publishes role and health labels and status annotations, bootstraps
+// replication, and (later) fails over and carries out takeovers.
+//
+// It works in three separate steps, as the bugs hide in the middle one:
+//   - observe (observe.go): one Snapshot of the cluster, every server probed;
+//   - decide (this file): a pure function from Snapshot to Plan, table-tested;
+//   - act (act.go): the Plan carried out through the mysql package and the API.
+//
+// Only the elected leader of the managers runs it: one writer of truth.
+package failover
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/replicant-dev/replicant/mysql"
+)
+
+// Server is one pod as observed.
+type Server struct {
+	Pod     string
+	Ordinal int64
+	// Addr is where the controller reaches the server (pod IP:3306); empty when the
+	// pod has no IP yet.
+	Addr string
+	// SourceHost is the name replicas use to replicate from this server.
+	SourceHost string
+	// Reachable is false when the probe failed; Err says why.
+	Reachable bool
+	Err       string
+	State     mysql.State
+	// Lag is the heartbeat lag of a replica (-1 when unknown).
+	Lag time.Duration
+	// CloneGTID is the position a clone of this pod ended at, when known.
+	CloneGTID string
+}
+
+// Snapshot is the whole cluster at one instant.
+type Snapshot struct {
+	Cluster string
+	// Master is the pod the controller last made master (annotation), "" for none.
+	Master  string
+	Servers []Server
+	MaxLag  time.Duration
+}
+
+// Plan is what the controller does next.
+type Plan struct {
+	// Bootstrap names the pod to make the first master.
+	Bootstrap string
+	// Fence lists servers other than the master that are writable: made read-only.
+	Fence []string
+	// Repoint lists replicas to point at the master (stopped, CHANGE MASTER, started).
+	Repoint []string
+	// Quarantine lists servers with errant transactions: kept read-only and out of
+	// the Services, with the errant GTIDs.
+	Quarantine map[string][]mysql.GTID
+	// Roles and Healthy are the labels every pod should carry.
+	Roles   map[string]string
+	Healthy map[string]bool
+	// Reasons explain the decisions, for logs and events.
+	Reasons []string
+}
+
+// Label values.
+const (
+	RoleMaster  = "master"
+	RoleReplica = "replica"
+)
+
+func (s Snapshot) server(pod string) *Server {
+	for i := range s.Servers {
+		if s.Servers[i].Pod == pod {
+			return &s.Servers[i]
+		}
+	}
+	return nil
+}
+
+// Decide turns a snapshot into a plan. It never opens writes on more than one server:
+// a writable server that is not the master is fenced first.
+func Decide(s Snapshot) Plan {
+	p := Plan{Roles: map[string]string{}, Healthy: map[string]bool{}, Quarantine: map[string][]mysql.GTID{}}
+	master := s.server(s.Master)
+
+	if master == nil {
+		// No master yet: bootstrap on the reachable server with the most data, the
+		// lowest ordinal on a tie (ordinal 0 for a new cluster).
+		var candidates []Server
+		for _, srv := range s.Servers {
+			if srv.Reachable {
+				candidates = append(candidates, srv)
+			}
+		}
+		if len(candidates) == 0 {
+			p.Reasons = append(p.Reasons, "no server reachable: nothing to bootstrap yet")
+			for _, srv := range s.Servers {
+				p.Roles[srv.Pod], p.Healthy[srv.Pod] = RoleReplica, false
+			}
+			return p
+		}
+		sort.SliceStable(candidates, func(i, j int) bool {
+			a, b := candidates[i].State.BinlogState, candidates[j].State.BinlogState
+			if c := a.Ahead(b); c != 0 {
+				return c > 0
+			}
+			return candidates[i].Ordinal < candidates[j].Ordinal
+		})
+		p.Bootstrap = candidates[0].Pod
+		p.Reasons = append(p.Reasons, fmt.Sprintf("bootstrap: %s holds the most data (%s)", p.Bootstrap, candidates[0].State.BinlogState))
+		master = s.server(p.Bootstrap)
+	}
+
+	for _, srv := range s.Servers {
+		if srv.Pod == master.Pod {
+			p.Roles[srv.Pod] = RoleMaster
+			p.Healthy[srv.Pod] = srv.Reachable
+			continue
+		}
+		p.Roles[srv.Pod] = RoleReplica
+		if !srv.Reachable {
+			p.Healthy[srv.Pod] = false
+			continue
+		}
+		if !srv.State.ReadOnly {
+			p.Fence = append(p.Fence, srv.Pod)
+			p.Reasons = append(p.Reasons, fmt.Sprintf("%s is writable but not the master: fence it", srv.Pod))
+		}
+		if !master.Reachable {
+			p.Healthy[srv.Pod] = false
+			continue
+		}
+		// The master is observed last, so a replica's binlog holds nothing the master
+		// had not written by then, unless it is errant.
+		if errant := srv.State.BinlogState.Errant(master.State.BinlogState); len(errant) > 0 {
+			p.Quarantine[srv.Pod] = errant
+			p.Healthy[srv.Pod] = false
+			p.Reasons = append(p.Reasons, fmt.Sprintf("%s has errant transactions %v: quarantined", srv.Pod, errant))
+			continue
+		}
+		if !pointsAt(srv, *master) {
+			p.Repoint = append(p.Repoint, srv.Pod)
+			p.Healthy[srv.Pod] = false
+			p.Reasons = append(p.Reasons, fmt.Sprintf("%s does not replicate from %s: repoint it", srv.Pod, master.Pod))
+			continue
+		}
+		p.Healthy[srv.Pod] = srv.State.Replica.Replicating() && srv.Lag >= 0 && srv.Lag <= s.MaxLag
+	}
+	return p
+}
+
+// pointsAt reports whether srv is configured to replicate from master.
+func pointsAt(srv, master Server) bool {
+	r := srv.State.Replica
+	return r != nil && r.SourceHost == master.SourceHost && r.UsingGTID != "No"
+}
