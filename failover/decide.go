@@ -36,6 +36,9 @@ type Server struct {
 	Lag time.Duration
 	// CloneGTID is the position a clone of this pod ended at, when known.
 	CloneGTID string
+	// Login is the account the probe succeeded with: replicant's admin, or root on a
+	// server that does not have replicant's users yet.
+	Login mysql.User
 }
 
 // Snapshot is the whole cluster at one instant.

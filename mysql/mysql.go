@@ -238,13 +238,20 @@ type Statement struct {
 const HeartbeatSchema = "replicant"
 
 // WriteHeartbeat records now on the master; replicas measure their lag from it. Call
-// it only on the server replicant made writable.
+// it only on the server replicant made writable. The schema is created the first
+// time only (a CREATE ... IF NOT EXISTS would still add a transaction every time).
 func (s *Server) WriteHeartbeat(ctx context.Context) error {
-	return s.conn(ctx, "write heartbeat", func(ctx context.Context, c *sql.Conn) error {
+	const insert = "INSERT INTO " + HeartbeatSchema + ".heartbeat (id, server_id, ts) VALUES (1, @@server_id, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE server_id = @@server_id, ts = UTC_TIMESTAMP(6)"
+	err := s.exec(ctx, "write heartbeat", insert)
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) || (me.Number != 1146 && me.Number != 1049) { // no such table, no such database
+		return err
+	}
+	return s.conn(ctx, "create heartbeat table", func(ctx context.Context, c *sql.Conn) error {
 		for _, q := range []string{
 			"CREATE DATABASE IF NOT EXISTS " + HeartbeatSchema,
 			"CREATE TABLE IF NOT EXISTS " + HeartbeatSchema + ".heartbeat (id TINYINT UNSIGNED PRIMARY KEY, server_id INT UNSIGNED NOT NULL, ts DATETIME(6) NOT NULL) ENGINE=InnoDB",
-			"INSERT INTO " + HeartbeatSchema + ".heartbeat (id, server_id, ts) VALUES (1, @@server_id, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE server_id = @@server_id, ts = UTC_TIMESTAMP(6)",
+			insert,
 		} {
 			if _, err := c.ExecContext(ctx, q); err != nil {
 				return err

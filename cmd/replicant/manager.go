@@ -12,6 +12,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -19,6 +21,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/inject"
 	"github.com/replicant-dev/replicant/webhook"
 )
@@ -34,6 +37,8 @@ type managerFlags struct {
 	webhookCertDir          string
 	image                   string
 	imagePullPolicy         string
+	probeInterval           time.Duration
+	sourceAddressing        string
 }
 
 func newManagerCommand() *cobra.Command {
@@ -64,6 +69,9 @@ serve the webhook.`,
 	fl.StringVar(&f.image, "replicant-image", os.Getenv("REPLICANT_IMAGE"),
 		"image injected as replicant-install (default: $REPLICANT_IMAGE, else the image of this pod's manager container, read from the API at start)")
 	fl.StringVar(&f.imagePullPolicy, "replicant-image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected replicant image")
+	fl.DurationVar(&f.probeInterval, "probe-interval", time.Second, "how often the controller probes every server")
+	fl.StringVar(&f.sourceAddressing, "source-addressing", string(failover.SourceReportHost),
+		"what replicas replicate from: report-host (<pod>.<service>.<namespace>, follows a pod's new IP through DNS) or pod-ip")
 	goFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
 	zapOpts.BindFlags(goFlags)
 	fl.AddGoFlagSet(goFlags)
@@ -81,7 +89,18 @@ func runManager(ctx context.Context, f managerFlags) error {
 	if err != nil {
 		return err
 	}
+	managed, err := labels.Parse(inject.LabelCluster)
+	if err != nil {
+		return err
+	}
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		// Cache only replicant's pods and Services, and never Secrets: credentials are
+		// read from the API when needed, not held for the whole cluster.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:     {Label: managed},
+			&corev1.Service{}: {Label: managed},
+		}},
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
 		LeaderElection:          f.leaderElect,
@@ -108,6 +127,17 @@ func runManager(ctx context.Context, f managerFlags) error {
 	webhook.Register(mgr.GetWebhookServer(), admission.NewDecoder(mgr.GetScheme()), inject.Config{
 		Image: f.image, ImagePullPolicy: policy, Version: version,
 	})
+	addressing := failover.SourceAddressing(f.sourceAddressing)
+	if addressing != failover.SourceReportHost && addressing != failover.SourcePodIP {
+		return fmt.Errorf("--source-addressing %q: allowed: report-host, pod-ip", f.sourceAddressing)
+	}
+	if err := (&failover.Reconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorderFor("replicant"),
+		Options:  failover.Options{ProbeInterval: f.probeInterval, Addressing: addressing},
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the controller: %w", err)
+	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}

@@ -116,6 +116,7 @@ func TestKustomizeAndHelmRenderTheSameObjects(t *testing.T) {
 	}
 	want := []string{
 		"Certificate/replicant-system/replicant-ca", "Certificate/replicant-system/replicant-webhook",
+		"ClusterRole//replicant-controller", "ClusterRoleBinding//replicant-controller",
 		"Deployment/replicant-system/replicant", "Issuer/replicant-system/replicant-ca",
 		"Issuer/replicant-system/replicant-selfsigned", "MutatingWebhookConfiguration//replicant",
 		"PodDisruptionBudget/replicant-system/replicant", "Role/replicant-system/replicant-manager",

@@ -1,0 +1,398 @@
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/replicant-dev/replicant/inject"
+	"github.com/replicant-dev/replicant/mysql"
+	"github.com/replicant-dev/replicant/sidecar"
+)
+
+// SourceAddressing says which address replicas replicate from.
+type SourceAddressing string
+
+const (
+	// SourceReportHost: the master's report_host, <pod>.<service>.<namespace>, which
+	// follows a pod that restarts with a new IP (needs working cluster DNS).
+	SourceReportHost SourceAddressing = "report-host"
+	// SourcePodIP: the master pod's IP (no DNS needed; the controller repoints when
+	// the IP changes).
+	SourcePodIP SourceAddressing = "pod-ip"
+)
+
+// Options of the controller.
+type Options struct {
+	// ProbeInterval is how often every server is probed (default 1s).
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds one probe (default 1s).
+	ProbeTimeout time.Duration
+	Addressing   SourceAddressing
+}
+
+// Reconciler runs every labelled StatefulSet's cluster.
+type Reconciler struct {
+	Client   client.Client
+	Recorder record.EventRecorder
+	Options  Options
+
+	mu    sync.Mutex
+	pools map[string]*mysql.Server // by address and user
+}
+
+// SetupWithManager registers the controller: StatefulSets that opted in, and their
+// pods (by the cluster label).
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Options.ProbeInterval == 0 {
+		r.Options.ProbeInterval = time.Second
+	}
+	if r.Options.ProbeTimeout == 0 {
+		r.Options.ProbeTimeout = time.Second
+	}
+	if r.Options.Addressing == "" {
+		r.Options.Addressing = SourceReportHost
+	}
+	r.pools = map[string]*mysql.Server{}
+	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[inject.LabelInject] == inject.InjectEnabled })
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("replicant").
+		For(&appsv1.StatefulSet{}, builder.WithPredicates(optedIn)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if cluster := o.GetLabels()[inject.LabelCluster]; cluster != "" {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: cluster}}}
+			}
+			return nil
+		})).
+		Complete(r)
+}
+
+// Reconcile observes, decides and acts for one cluster, then comes back after the
+// probe interval.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	sts := &appsv1.StatefulSet{}
+	if err := r.Client.Get(ctx, req.NamespacedName, sts); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !inject.Enabled(sts) || !sts.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	opts, err := inject.ParseOptions(sts)
+	if err != nil {
+		r.Recorder.Event(sts, corev1.EventTypeWarning, "InvalidAnnotations", err.Error())
+		return ctrl.Result{}, nil // the webhook refuses such objects; nothing to do until fixed
+	}
+	creds, err := ensureSecret(ctx, r.Client, sts, opts.CredentialsSecret)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := ensureServices(ctx, r.Client, sts); err != nil {
+		return ctrl.Result{}, err
+	}
+	pods := &corev1.PodList{}
+	if err := r.Client.List(ctx, pods, client.InNamespace(sts.Namespace), client.MatchingLabels{inject.LabelCluster: sts.Name}); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	snap := r.observe(ctx, sts, pods.Items, creds, opts)
+	plan := Decide(snap)
+	for _, reason := range plan.Reasons {
+		logger.V(1).Info("decision", "cluster", sts.Name, "reason", reason)
+	}
+	if err := r.act(ctx, sts, snap, plan, creds, opts); err != nil {
+		logger.Error(err, "acting on the plan", "cluster", sts.Name)
+		r.Recorder.Event(sts, corev1.EventTypeWarning, "ActionFailed", err.Error())
+	}
+	if err := r.publish(ctx, sts, pods.Items, snap, plan); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: r.Options.ProbeInterval}, nil
+}
+
+// pool returns the connection pool for addr as user, reusing it across probes.
+func (r *Reconciler) pool(addr string, u mysql.User) *mysql.Server {
+	key := addr + "|" + u.Name + "|" + u.Password
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.pools[key]; ok {
+		return p
+	}
+	p, err := mysql.Open(mysql.Config{Addr: addr, User: u.Name, Password: u.Password,
+		ConnectTimeout: r.Options.ProbeTimeout, QueryTimeout: 2 * r.Options.ProbeTimeout}, nil)
+	if err != nil {
+		panic(err) // Open only fails on a malformed configuration, which is built here
+	}
+	r.pools[key] = p
+	return p
+}
+
+func ordinalOf(pod string) int64 {
+	n, err := sidecar.Ordinal(pod)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// observe probes every pod; the known master is probed last (see Decide).
+func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods []corev1.Pod, creds Credentials, opts inject.Options) Snapshot {
+	snap := Snapshot{Cluster: sts.Name, Master: sts.Annotations[inject.AnnMaster], MaxLag: opts.MaxLag}
+	sort.Slice(pods, func(i, j int) bool {
+		mi, mj := pods[i].Name == snap.Master, pods[j].Name == snap.Master
+		if mi != mj {
+			return mj
+		}
+		return ordinalOf(pods[i].Name) < ordinalOf(pods[j].Name)
+	})
+	for _, pod := range pods {
+		srv := Server{Pod: pod.Name, Ordinal: ordinalOf(pod.Name), Lag: -1}
+		if pod.Status.PodIP == "" || !pod.DeletionTimestamp.IsZero() {
+			srv.Err = "pod has no IP"
+			snap.Servers = append(snap.Servers, srv)
+			continue
+		}
+		srv.Addr = net.JoinHostPort(pod.Status.PodIP, "3306")
+		srv.Login = creds.Admin
+		state, err := r.pool(srv.Addr, srv.Login).State(ctx)
+		if isAccessDenied(err) {
+			// Before bootstrap, or before replication brought them, replicant's users
+			// do not exist on this server yet: work as root.
+			if root, rerr := rootPassword(ctx, r.Client, sts, opts.Container); rerr == nil {
+				srv.Login = mysql.User{Name: "root", Password: root}
+				state, err = r.pool(srv.Addr, srv.Login).State(ctx)
+			}
+		}
+		if err != nil {
+			srv.Err = err.Error()
+			snap.Servers = append(snap.Servers, srv)
+			continue
+		}
+		srv.Reachable, srv.State = true, state
+		srv.SourceHost = pod.Status.PodIP
+		if r.Options.Addressing == SourceReportHost && state.ReportHost != "" {
+			srv.SourceHost = state.ReportHost
+		}
+		if state.Replica != nil {
+			if lag, err := r.pool(srv.Addr, srv.Login).HeartbeatLag(ctx); err == nil {
+				srv.Lag = lag
+			}
+		}
+		srv.CloneGTID = r.cloneGTID(ctx, pod.Status.PodIP)
+		snap.Servers = append(snap.Servers, srv)
+	}
+	return snap
+}
+
+// cloneGTID asks the pod's sidecar where its clone ended ("" when unknown).
+func (r *Reconciler) cloneGTID(ctx context.Context, ip string) string {
+	ctx, cancel := context.WithTimeout(ctx, r.Options.ProbeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(ip, fmt.Sprint(inject.SidecarPort))+"/status", nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var status struct {
+		Clone *sidecar.CloneRecord `json:"clone"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&status) != nil || status.Clone == nil {
+		return ""
+	}
+	return status.Clone.GTID
+}
+
+func isAccessDenied(err error) bool {
+	var me *gomysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1045 || me.Number == 1698) // ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+}
+
+// act carries out the plan: fence first, so that opening writes never makes two
+// writable servers; then bootstrap, repoint, heartbeat.
+func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, plan Plan, creds Credentials, opts inject.Options) error {
+	var errs []error
+	for _, pod := range plan.Fence {
+		srv := snap.server(pod)
+		if err := r.pool(srv.Addr, srv.Login).SetReadOnly(ctx, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...) // never open or move writes while a stray writer may remain
+	}
+	master := snap.server(snap.Master)
+	if plan.Bootstrap != "" {
+		master = snap.server(plan.Bootstrap)
+		root, err := rootPassword(ctx, r.Client, sts, opts.Container)
+		if err != nil {
+			return err
+		}
+		rootConn := r.pool(master.Addr, mysql.User{Name: "root", Password: root})
+		if err := rootConn.EnsureUsers(ctx, creds.Users()); err != nil {
+			return err
+		}
+		admin := r.pool(master.Addr, creds.Admin)
+		if err := admin.ResetReplica(ctx); err != nil {
+			return err
+		}
+		if err := admin.SetReadOnly(ctx, false); err != nil {
+			return err
+		}
+		if err := r.setMaster(ctx, sts, master.Pod); err != nil {
+			return err
+		}
+		r.Recorder.Eventf(sts, corev1.EventTypeNormal, "Bootstrapped", "%s is the master (%s); writes are open", master.Pod, strings.Join(plan.Reasons, "; "))
+	}
+	if master == nil || !master.Reachable {
+		return nil
+	}
+	for _, pod := range plan.Repoint {
+		if err := r.repoint(ctx, *snap.server(pod), *master, creds); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.Recorder.Eventf(sts, corev1.EventTypeNormal, "Replicating", "%s replicates from %s", pod, master.Pod)
+	}
+	for pod, errant := range plan.Quarantine {
+		r.Recorder.Eventf(sts, corev1.EventTypeWarning, "ErrantTransactions",
+			"%s holds transactions %v that master %s never had: kept read-only and out of the Services; resolve by hand (re-clone, or replay them on the master)",
+			pod, errant, master.Pod)
+	}
+	if err := r.pool(master.Addr, creds.Admin).WriteHeartbeat(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// repoint makes srv replicate from master by GTID. A server that was never a replica
+// starts from the position its clone ended at, or from its own data (an old master
+// whose transactions the new master all has).
+func (r *Reconciler) repoint(ctx context.Context, srv, master Server, creds Credentials) error {
+	conn := r.pool(srv.Addr, srv.Login)
+	if err := conn.StopReplica(ctx); err != nil {
+		return err
+	}
+	if srv.State.Replica == nil {
+		pos := srv.State.CurrentPos
+		if srv.CloneGTID != "" && srv.State.BinlogState.Empty() {
+			parsed, err := mysql.ParseGTIDSet(srv.CloneGTID)
+			if err != nil {
+				return fmt.Errorf("%s: clone position: %w", srv.Pod, err)
+			}
+			pos = parsed
+		}
+		if err := conn.SetReplicaPos(ctx, pos); err != nil {
+			return err
+		}
+	}
+	if err := conn.ChangeSource(ctx, mysql.Source{Host: master.SourceHost, Port: 3306,
+		User: creds.Replication.Name, Password: creds.Replication.Password}); err != nil {
+		return err
+	}
+	return conn.StartReplica(ctx)
+}
+
+func (r *Reconciler) setMaster(ctx context.Context, sts *appsv1.StatefulSet, pod string) error {
+	patch := client.MergeFrom(sts.DeepCopy())
+	if sts.Annotations == nil {
+		sts.Annotations = map[string]string{}
+	}
+	sts.Annotations[inject.AnnMaster] = pod
+	return r.Client.Patch(ctx, sts, patch)
+}
+
+// podStatus is the replicant.dev/status annotation of a pod.
+type podStatus struct {
+	Reachable   bool   `json:"reachable"`
+	Version     string `json:"version,omitempty"`
+	ReadOnly    bool   `json:"readOnly"`
+	GTID        string `json:"gtid,omitempty"`
+	IOThread    string `json:"ioThread,omitempty"`
+	SQLThread   bool   `json:"sqlThread"`
+	LagSeconds  *int64 `json:"lagSeconds,omitempty"`
+	Source      string `json:"source,omitempty"`
+	LastError   string `json:"lastError,omitempty"`
+	BinlogFmt   string `json:"binlogFormat,omitempty"`
+	ReportHost  string `json:"reportHost,omitempty"`
+	ErrantGTIDs string `json:"errantGTIDs,omitempty"`
+}
+
+// publish writes role and health labels and the status annotation on every pod.
+func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods []corev1.Pod, snap Snapshot, plan Plan) error {
+	for i := range pods {
+		pod := &pods[i]
+		srv := snap.server(pod.Name)
+		if srv == nil {
+			continue
+		}
+		st := podStatus{Reachable: srv.Reachable, LastError: srv.Err}
+		if srv.Reachable {
+			s := srv.State
+			st.Version, st.ReadOnly, st.GTID, st.BinlogFmt, st.ReportHost = s.Version, s.ReadOnly, s.CurrentPos.String(), s.BinlogFormat, s.ReportHost
+			if s.Replica != nil {
+				st.IOThread, st.SQLThread, st.Source = s.Replica.IORunning, s.Replica.SQLRunning, s.Replica.SourceHost
+				if e := s.Replica.LastIOError + s.Replica.LastSQLError; e != "" {
+					st.LastError = e
+				}
+			}
+			if srv.Lag >= 0 {
+				secs := int64(srv.Lag / time.Second)
+				st.LagSeconds = &secs
+			}
+		}
+		if errant := plan.Quarantine[pod.Name]; len(errant) > 0 {
+			var parts []string
+			for _, g := range errant {
+				parts = append(parts, g.String())
+			}
+			st.ErrantGTIDs = strings.Join(parts, ",")
+		}
+		status, _ := json.Marshal(st)
+		healthy := "no"
+		if plan.Healthy[pod.Name] {
+			healthy = "yes"
+		}
+		if pod.Labels[inject.LabelRole] == plan.Roles[pod.Name] && pod.Labels[inject.LabelHealthy] == healthy &&
+			pod.Annotations[inject.AnnStatus] == string(status) {
+			continue
+		}
+		patch := client.MergeFrom(pod.DeepCopy())
+		if pod.Labels == nil {
+			pod.Labels = map[string]string{}
+		}
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Labels[inject.LabelRole] = plan.Roles[pod.Name]
+		pod.Labels[inject.LabelHealthy] = healthy
+		pod.Annotations[inject.AnnStatus] = string(status)
+		if err := r.Client.Patch(ctx, pod, patch); err != nil {
+			return fmt.Errorf("label pod %s: %w", pod.Name, err)
+		}
+	}
+	return nil
+}
