@@ -76,6 +76,7 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 			kubeconfig: kubeconfig, metricsAddr: "0", probeAddr: probeAddr, leaderElect: true,
 			leaderElectionNamespace: ns, webhookHost: env.WebhookHost, webhookPort: env.WebhookPort,
 			webhookCertDir: env.WebhookCertDir, imagePullPolicy: "IfNotPresent",
+			probeInterval: time.Second, sourceAddressing: "report-host",
 		})
 	}()
 	stopped := false
@@ -142,6 +143,22 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 	if got := sts.Spec.Template.Spec.InitContainers[0]; got.Name != inject.ContainerInstall || got.Image != "registry.local/replicant:v1.2.3" {
 		t.Errorf("injected %s with image %s, want replicant-install with the manager pod's image", got.Name, got.Image)
 	}
+
+	// The controller, with only the shipped RBAC, takes a labelled StatefulSet over:
+	// its credentials Secret and both Services appear.
+	real := fixture.StatefulSet("apps", "db")
+	if err := c.Create(ctx, real); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "Secret and Services created by the controller", func() error {
+		for _, obj := range []client.Object{&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-replicant"}},
+			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "db-master"}}, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "db-replicas"}}} {
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "apps", Name: obj.GetName()}, obj); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 
 	stopManager()
 	stopped = true
