@@ -48,6 +48,17 @@ type Snapshot struct {
 	Master  string
 	Servers []Server
 	MaxLag  time.Duration
+
+	// AutoFailover is the failover annotation (auto).
+	AutoFailover bool
+	// MasterFailures counts the consecutive probes of the master that failed;
+	// FailureThreshold is how many make it down.
+	MasterFailures, FailureThreshold int
+	// LastFailover is when the last automatic failover happened; no other one
+	// starts within AntiFlap of it.
+	LastFailover time.Time
+	AntiFlap     time.Duration
+	Now          time.Time
 }
 
 // Plan is what the controller does next.
@@ -64,6 +75,10 @@ type Plan struct {
 	// Roles and Healthy are the labels every pod should carry.
 	Roles   map[string]string
 	Healthy map[string]bool
+	// Promote names the replica to promote because the master is down.
+	Promote string
+	// Held says why a failover that the evidence calls for is not carried out.
+	Held string
 	// Reasons explain the decisions, for logs and events.
 	Reasons []string
 }
@@ -117,6 +132,10 @@ func Decide(s Snapshot) Plan {
 		master = s.server(p.Bootstrap)
 	}
 
+	if !master.Reachable {
+		decideFailover(s, *master, &p)
+	}
+
 	for _, srv := range s.Servers {
 		if srv.Pod == master.Pod {
 			p.Roles[srv.Pod] = RoleMaster
@@ -159,4 +178,73 @@ func Decide(s Snapshot) Plan {
 func pointsAt(srv, master Server) bool {
 	r := srv.State.Replica
 	return r != nil && r.SourceHost == master.SourceHost && r.UsingGTID != "No"
+}
+
+// decideFailover: the master is unreachable. Fail over only on holistic evidence:
+// the controller failed to reach it FailureThreshold times in a row AND every
+// reachable replica lost its connection to it too (or its pod is gone). A controller
+// that only lost its own path to the master does nothing.
+func decideFailover(s Snapshot, master Server, p *Plan) {
+	if s.MasterFailures < s.FailureThreshold {
+		return
+	}
+	var candidates []Server
+	agree := true
+	for _, srv := range s.Servers {
+		if srv.Pod == master.Pod || !srv.Reachable {
+			continue
+		}
+		if r := srv.State.Replica; r != nil && r.IORunning == "Yes" && pointsAt(srv, master) {
+			agree = false
+		}
+		if len(srv.State.BinlogState.Errant(master.State.BinlogState)) == 0 || master.State.BinlogState.Empty() {
+			candidates = append(candidates, srv)
+		}
+	}
+	masterGone := master.Addr == ""
+	switch {
+	case !agree && !masterGone:
+		p.Held = fmt.Sprintf("master %s unreachable from the controller, but replicas still receive from it: not failing over", master.Pod)
+	case !s.AutoFailover:
+		p.Held = fmt.Sprintf("master %s is down; failover is manual (replicant.dev/failover): waiting for a request", master.Pod)
+	case !s.LastFailover.IsZero() && s.Now.Sub(s.LastFailover) < s.AntiFlap:
+		p.Held = fmt.Sprintf("master %s is down, but the last failover was %s ago (anti-flapping window %s): waiting for a request",
+			master.Pod, s.Now.Sub(s.LastFailover).Round(time.Second), s.AntiFlap)
+	case len(candidates) == 0:
+		p.Held = fmt.Sprintf("master %s is down and no replica can take over", master.Pod)
+	default:
+		best := MostAdvanced(candidates)
+		p.Promote = best.Pod
+		p.Reasons = append(p.Reasons, fmt.Sprintf("master %s down (%d failed probes, replicas agree): promote %s, the most advanced (received %s)",
+			master.Pod, s.MasterFailures, best.Pod, received(best)))
+		return
+	}
+	p.Reasons = append(p.Reasons, p.Held)
+}
+
+// received is what a replica holds or has received (applied or still in its relay
+// log): what it can apply before it takes writes.
+func received(s Server) mysql.GTIDSet {
+	set := s.State.CurrentPos
+	if s.State.Replica != nil {
+		set = set.Union(s.State.Replica.ReceivedPos)
+	}
+	return set.Position()
+}
+
+// MostAdvanced picks the replica that received the most (GTID positions, never binlog
+// file positions), then the least lag, then the lowest ordinal.
+func MostAdvanced(candidates []Server) Server {
+	sorted := append([]Server(nil), candidates...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		if c := received(sorted[i]).Ahead(received(sorted[j])); c != 0 {
+			return c > 0
+		}
+		li, lj := sorted[i].Lag, sorted[j].Lag
+		if li >= 0 && lj >= 0 && li != lj {
+			return li < lj
+		}
+		return sorted[i].Ordinal < sorted[j].Ordinal
+	})
+	return sorted[0]
 }

@@ -3,6 +3,7 @@ package failover
 import (
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,6 +138,80 @@ func TestDecide(t *testing.T) {
 			}
 			if len(p.Reasons) == 0 && (p.Bootstrap != "" || len(p.Repoint)+len(p.Fence)+len(p.Quarantine) > 0) {
 				t.Errorf("a decision without a reason")
+			}
+		})
+	}
+}
+
+func TestDecideFailover(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	downMaster := func() Server {
+		s := srv(t, "db-0", 0, "rw", "", "")
+		s.Reachable, s.Err = false, "connection refused"
+		return s
+	}
+	replica := func(pod string, ordinal int64, io, received string) Server {
+		s := srv(t, pod, ordinal, "ro", "0-100-10", "db-0")
+		s.State.CurrentPos = gtids(t, "0-100-10")
+		s.State.Replica.IORunning = io
+		s.State.Replica.ReceivedPos = gtids(t, received)
+		return s
+	}
+	base := func(servers ...Server) Snapshot {
+		return Snapshot{Cluster: "db", Master: "db-0", Servers: servers, MaxLag: 30 * time.Second, AutoFailover: true,
+			MasterFailures: 3, FailureThreshold: 3, AntiFlap: 5 * time.Minute, Now: now}
+	}
+	cases := []struct {
+		name    string
+		snap    Snapshot
+		promote string
+		held    string
+	}{
+		{"replicas agree: the one that received most is promoted",
+			base(downMaster(), replica("db-1", 1, "Connecting", "0-100-11"), replica("db-2", 2, "Connecting", "0-100-12")), "db-2", ""},
+		{"equal: the lowest ordinal",
+			base(downMaster(), replica("db-1", 1, "No", "0-100-12"), replica("db-2", 2, "Connecting", "0-100-12")), "db-1", ""},
+		{"too few failed probes", func() Snapshot {
+			s := base(downMaster(), replica("db-1", 1, "Connecting", "0-100-11"))
+			s.MasterFailures = 2
+			return s
+		}(), "", ""},
+		{"only the controller lost the master",
+			base(downMaster(), replica("db-1", 1, "Yes", "0-100-11"), replica("db-2", 2, "Connecting", "0-100-11")), "", "replicas still receive"},
+		{"the master pod is gone: no need for the replicas' word", func() Snapshot {
+			m := downMaster()
+			m.Addr = ""
+			return base(m, replica("db-1", 1, "Yes", "0-100-11"))
+		}(), "db-1", ""},
+		{"manual failover", func() Snapshot {
+			s := base(downMaster(), replica("db-1", 1, "Connecting", "0-100-11"))
+			s.AutoFailover = false
+			return s
+		}(), "", "failover is manual"},
+		{"inside the anti-flapping window", func() Snapshot {
+			s := base(downMaster(), replica("db-1", 1, "Connecting", "0-100-11"))
+			s.LastFailover = now.Add(-time.Minute)
+			return s
+		}(), "", "anti-flapping"},
+		{"after the window", func() Snapshot {
+			s := base(downMaster(), replica("db-1", 1, "Connecting", "0-100-11"))
+			s.LastFailover = now.Add(-10 * time.Minute)
+			return s
+		}(), "db-1", ""},
+		{"no replica reachable", func() Snapshot {
+			r := replica("db-1", 1, "Connecting", "0-100-11")
+			r.Reachable = false
+			return base(downMaster(), r)
+		}(), "", "no replica can take over"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Decide(tc.snap)
+			if p.Promote != tc.promote {
+				t.Errorf("promote %q, want %q (%v)", p.Promote, tc.promote, p.Reasons)
+			}
+			if tc.held == "" && p.Held != "" || tc.held != "" && !strings.Contains(p.Held, tc.held) {
+				t.Errorf("held %q, want %q", p.Held, tc.held)
 			}
 		})
 	}

@@ -166,3 +166,14 @@ func (s GTIDSet) Position() GTIDSet {
 	}
 	return pos
 }
+
+// Union holds every transaction of s and of other.
+func (s GTIDSet) Union(other GTIDSet) GTIDSet {
+	out := GTIDSet{}
+	for _, set := range []GTIDSet{s, other} {
+		for _, g := range set.GTIDs() {
+			out.add(g)
+		}
+	}
+	return out
+}

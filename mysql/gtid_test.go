@@ -104,6 +104,9 @@ func FuzzGTIDSet(f *testing.F) {
 		if !bigger.Contains(set) {
 			t.Fatalf("%q plus a transaction does not contain %q", bigger, set)
 		}
+		if u := set.Union(bigger); !u.Equal(bigger) || !u.Contains(set) {
+			t.Fatalf("union of %q and %q is %q", set, bigger, u)
+		}
 		if set.Ahead(bigger) > 0 {
 			t.Fatalf("%q is ahead of %q", set, bigger)
 		}
