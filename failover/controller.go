@@ -49,6 +49,13 @@ type Options struct {
 	// ProbeTimeout bounds one probe (default 1s).
 	ProbeTimeout time.Duration
 	Addressing   SourceAddressing
+	// FailureThreshold is how many probes of the master in a row must fail (default 3).
+	FailureThreshold int
+	// AntiFlap is how long after an automatic failover another one waits for a human
+	// request (default 5m). Takeovers do not count.
+	AntiFlap time.Duration
+	// ApplyTimeout bounds how long a promoted replica may take to apply its relay log.
+	ApplyTimeout time.Duration
 }
 
 // Reconciler runs every labelled StatefulSet's cluster.
@@ -57,8 +64,9 @@ type Reconciler struct {
 	Recorder record.EventRecorder
 	Options  Options
 
-	mu    sync.Mutex
-	pools map[string]*mysql.Server // by address and user
+	mu       sync.Mutex
+	pools    map[string]*mysql.Server // by address and user
+	failures map[types.NamespacedName]int
 }
 
 // SetupWithManager registers the controller: StatefulSets that opted in, and their
@@ -73,7 +81,17 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.Addressing == "" {
 		r.Options.Addressing = SourceReportHost
 	}
+	if r.Options.FailureThreshold == 0 {
+		r.Options.FailureThreshold = 3
+	}
+	if r.Options.AntiFlap == 0 {
+		r.Options.AntiFlap = 5 * time.Minute
+	}
+	if r.Options.ApplyTimeout == 0 {
+		r.Options.ApplyTimeout = 30 * time.Second
+	}
 	r.pools = map[string]*mysql.Server{}
+	r.failures = map[types.NamespacedName]int{}
 	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[inject.LabelInject] == inject.InjectEnabled })
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("replicant").
@@ -116,6 +134,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	snap := r.observe(ctx, sts, pods.Items, creds, opts)
+	r.countFailures(req.NamespacedName, &snap)
 	plan := Decide(snap)
 	for _, reason := range plan.Reasons {
 		logger.V(1).Info("decision", "cluster", sts.Name, "reason", reason)
@@ -128,6 +147,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: r.Options.ProbeInterval}, nil
+}
+
+// countFailures keeps, between reconciles, how many probes of the master in a row
+// failed, and fills the failover inputs of the snapshot.
+func (r *Reconciler) countFailures(key types.NamespacedName, snap *Snapshot) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m := snap.server(snap.Master); m != nil && !m.Reachable {
+		r.failures[key]++
+	} else {
+		r.failures[key] = 0
+	}
+	snap.MasterFailures = r.failures[key]
+	snap.FailureThreshold = r.Options.FailureThreshold
+	snap.AntiFlap = r.Options.AntiFlap
+	snap.Now = time.Now()
 }
 
 // pool returns the connection pool for addr as user, reusing it across probes.
@@ -157,7 +192,8 @@ func ordinalOf(pod string) int64 {
 
 // observe probes every pod; the known master is probed last (see Decide).
 func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods []corev1.Pod, creds Credentials, opts inject.Options) Snapshot {
-	snap := Snapshot{Cluster: sts.Name, Master: sts.Annotations[inject.AnnMaster], MaxLag: opts.MaxLag}
+	snap := Snapshot{Cluster: sts.Name, Master: sts.Annotations[inject.AnnMaster], MaxLag: opts.MaxLag,
+		AutoFailover: opts.Failover == inject.FailoverAuto, LastFailover: lastAutomaticFailover(sts)}
 	sort.Slice(pods, func(i, j int) bool {
 		mi, mj := pods[i].Name == snap.Master, pods[j].Name == snap.Master
 		if mi != mj {
@@ -245,30 +281,30 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snap
 		return errors.Join(errs...) // never open or move writes while a stray writer may remain
 	}
 	master := snap.server(snap.Master)
-	if plan.Bootstrap != "" {
+	switch {
+	case plan.Bootstrap != "":
 		master = snap.server(plan.Bootstrap)
-		root, err := rootPassword(ctx, r.Client, sts, opts.Container)
+		if err := r.bootstrap(ctx, sts, *master, plan, creds, opts); err != nil {
+			return err
+		}
+	case plan.Promote != "":
+		promoted, err := r.promote(ctx, sts, snap, plan, opts)
 		if err != nil {
 			return err
 		}
-		rootConn := r.pool(master.Addr, mysql.User{Name: "root", Password: root})
-		if err := rootConn.EnsureUsers(ctx, creds.Users()); err != nil {
+		master = promoted
+	case plan.OpenWrites:
+		if err := r.openWrites(ctx, *master, opts); err != nil {
 			return err
 		}
-		admin := r.pool(master.Addr, creds.Admin)
-		if err := admin.ResetReplica(ctx); err != nil {
-			return err
-		}
-		if err := admin.SetReadOnly(ctx, false); err != nil {
-			return err
-		}
-		if err := r.setMaster(ctx, sts, master.Pod); err != nil {
-			return err
-		}
-		r.Recorder.Eventf(sts, corev1.EventTypeNormal, "Bootstrapped", "%s is the master (%s); writes are open", master.Pod, strings.Join(plan.Reasons, "; "))
+	case plan.Held != "":
+		r.Recorder.Event(sts, corev1.EventTypeWarning, "FailoverHeld", plan.Held)
 	}
 	if master == nil || !master.Reachable {
 		return nil
+	}
+	if plan.Promote != "" {
+		return nil // the others are repointed at the new master on the next probe
 	}
 	for _, pod := range plan.Repoint {
 		if err := r.repoint(ctx, *snap.server(pod), *master, creds); err != nil {
@@ -286,6 +322,94 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snap
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// bootstrap makes the first master: replicant's users (created as root, written to
+// the binlog so every replica gets them), no replica settings, recorded as master,
+// then writes opened.
+func (r *Reconciler) bootstrap(ctx context.Context, sts *appsv1.StatefulSet, master Server, plan Plan, creds Credentials, opts inject.Options) error {
+	root, err := rootPassword(ctx, r.Client, sts, opts.Container)
+	if err != nil {
+		return err
+	}
+	if err := r.pool(master.Addr, mysql.User{Name: "root", Password: root}).EnsureUsers(ctx, creds.Users()); err != nil {
+		return err
+	}
+	if err := r.pool(master.Addr, creds.Admin).ResetReplica(ctx); err != nil {
+		return err
+	}
+	if err := r.annotate(ctx, sts, master.Pod, nil); err != nil {
+		return err
+	}
+	master.Login = creds.Admin
+	if err := r.openWrites(ctx, master, opts); err != nil {
+		return err
+	}
+	r.Recorder.Eventf(sts, corev1.EventTypeNormal, "Bootstrapped", "%s is the master; writes are open (%s)", master.Pod, strings.Join(plan.Reasons, "; "))
+	return nil
+}
+
+// openWrites opens writes on the master (semi-sync first, when durability asks).
+// The master is recorded before, so a controller that stops in between finds a
+// read-only master, never a writable server that is not the master.
+func (r *Reconciler) openWrites(ctx context.Context, master Server, opts inject.Options) error {
+	conn := r.pool(master.Addr, master.Login)
+	if opts.Durability == inject.DurabilitySemiSync {
+		if err := conn.SetSemiSyncMaster(ctx, true); err != nil {
+			return err
+		}
+	}
+	return conn.SetReadOnly(ctx, false)
+}
+
+// promote fails over to plan.Promote: the old master is fenced if it can be reached
+// at all, the candidate applies everything it received, forgets its replica
+// settings, is recorded as master, and only then takes writes. A failure on the way
+// leaves every server read-only; the next probe decides again.
+func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, plan Plan, opts inject.Options) (*Server, error) {
+	start := time.Now()
+	old := snap.server(snap.Master)
+	target := snap.server(plan.Promote)
+	fail := func(err error) (*Server, error) {
+		op := Operation{Op: OpFailover, From: old.Pod, Target: target.Pod, Result: ResultFailed, Message: err.Error(), Start: start, End: time.Now()}
+		_ = r.annotate(ctx, sts, "", &op)
+		r.Recorder.Eventf(sts, corev1.EventTypeWarning, "FailoverFailed", "promoting %s: %v; every server stays read-only", target.Pod, err)
+		return nil, err
+	}
+	if old.Addr != "" {
+		_ = r.pool(old.Addr, old.Login).SetReadOnly(ctx, true) // best effort: it is down for the controller
+	}
+	conn := r.pool(target.Addr, target.Login)
+	if err := conn.StopReplicaIO(ctx); err != nil {
+		return fail(err)
+	}
+	st, err := conn.State(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	want := received(Server{State: st})
+	if err := conn.WaitForGTID(ctx, want, r.Options.ApplyTimeout); err != nil {
+		return fail(fmt.Errorf("applying its relay log up to %s: %w", want, err))
+	}
+	applied := time.Since(start)
+	if err := conn.ResetReplica(ctx); err != nil {
+		return fail(err)
+	}
+	if err := r.annotate(ctx, sts, target.Pod, nil); err != nil {
+		return fail(err)
+	}
+	if err := r.openWrites(ctx, *target, opts); err != nil {
+		return fail(err)
+	}
+	end := time.Now()
+	op := Operation{Op: OpFailover, From: old.Pod, Target: target.Pod, Result: ResultOK, Start: start, End: end,
+		Message: fmt.Sprintf("master %s down; %s promoted at %s (relay log applied in %d ms, writable after %d ms)",
+			old.Pod, target.Pod, want, applied.Milliseconds(), end.Sub(start).Milliseconds())}
+	if err := r.annotate(ctx, sts, "", &op); err != nil {
+		return nil, err
+	}
+	r.Recorder.Event(sts, corev1.EventTypeNormal, "Failover", op.Message)
+	return target, nil
 }
 
 // repoint makes srv replicate from master by GTID. A server that was never a replica
@@ -316,14 +440,6 @@ func (r *Reconciler) repoint(ctx context.Context, srv, master Server, creds Cred
 	return conn.StartReplica(ctx)
 }
 
-func (r *Reconciler) setMaster(ctx context.Context, sts *appsv1.StatefulSet, pod string) error {
-	patch := client.MergeFrom(sts.DeepCopy())
-	if sts.Annotations == nil {
-		sts.Annotations = map[string]string{}
-	}
-	sts.Annotations[inject.AnnMaster] = pod
-	return r.Client.Patch(ctx, sts, patch)
-}
 
 // podStatus is the replicant.dev/status annotation of a pod.
 type podStatus struct {
@@ -339,6 +455,8 @@ type podStatus struct {
 	BinlogFmt   string `json:"binlogFormat,omitempty"`
 	ReportHost  string `json:"reportHost,omitempty"`
 	ErrantGTIDs string `json:"errantGTIDs,omitempty"`
+	// SemiSync, on the master: whether commits wait for a replica's acknowledgement.
+	SemiSync string `json:"semiSync,omitempty"`
 }
 
 // publish writes role and health labels and the status annotation on every pod.
@@ -362,6 +480,12 @@ func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods 
 			if srv.Lag >= 0 {
 				secs := int64(srv.Lag / time.Second)
 				st.LagSeconds = &secs
+			}
+			if ss := s.SemiSync; plan.Roles[pod.Name] == RoleMaster && ss.MasterEnabled {
+				st.SemiSync = fmt.Sprintf("on: %d replica(s) acknowledge commits", ss.MasterClients)
+				if !ss.MasterActive {
+					st.SemiSync = "fallen back to async: no replica acknowledges commits"
+				}
 			}
 		}
 		if errant := plan.Quarantine[pod.Name]; len(errant) > 0 {

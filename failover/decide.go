@@ -75,6 +75,9 @@ type Plan struct {
 	// Roles and Healthy are the labels every pod should carry.
 	Roles   map[string]string
 	Healthy map[string]bool
+	// OpenWrites: the master is read-only (a promotion or bootstrap that stopped half
+	// way): open writes on it, after fencing.
+	OpenWrites bool
 	// Promote names the replica to promote because the master is down.
 	Promote string
 	// Held says why a failover that the evidence calls for is not carried out.
@@ -140,6 +143,10 @@ func Decide(s Snapshot) Plan {
 		if srv.Pod == master.Pod {
 			p.Roles[srv.Pod] = RoleMaster
 			p.Healthy[srv.Pod] = srv.Reachable
+			if srv.Reachable && srv.State.ReadOnly && p.Bootstrap == "" {
+				p.OpenWrites = true
+				p.Reasons = append(p.Reasons, fmt.Sprintf("master %s is read-only: open writes", srv.Pod))
+			}
 			continue
 		}
 		p.Roles[srv.Pod] = RoleReplica

@@ -17,6 +17,8 @@ type Flavor interface {
 	ChangeSourceSQL(src Source) (string, []any)
 	StartReplicaSQL() string
 	StopReplicaSQL() string
+	StopReplicaIOSQL() string
+	SemiSyncMasterSQL(on bool) string
 	ResetReplicaSQL() string
 	WaitForGTID(ctx context.Context, db *sql.DB, pos GTIDSet, timeout time.Duration) error
 	UserSQL(u User) []Statement
@@ -151,8 +153,16 @@ func (MariaDB) ChangeSourceSQL(src Source) (string, []any) {
 		[]any{src.Host, src.Port, src.User, src.Password}
 }
 
-func (MariaDB) StartReplicaSQL() string { return "START SLAVE" }
-func (MariaDB) StopReplicaSQL() string  { return "STOP SLAVE" }
+func (MariaDB) StartReplicaSQL() string  { return "START SLAVE" }
+func (MariaDB) StopReplicaSQL() string   { return "STOP SLAVE" }
+func (MariaDB) StopReplicaIOSQL() string { return "STOP SLAVE IO_THREAD" }
+
+func (MariaDB) SemiSyncMasterSQL(on bool) string {
+	if on {
+		return "SET GLOBAL rpl_semi_sync_master_enabled = ON"
+	}
+	return "SET GLOBAL rpl_semi_sync_master_enabled = OFF"
+}
 func (MariaDB) ResetReplicaSQL() string { return "RESET SLAVE ALL" }
 
 func (MariaDB) WaitForGTID(ctx context.Context, db *sql.DB, pos GTIDSet, timeout time.Duration) error {

@@ -161,6 +161,18 @@ func (s *Server) StartReplica(ctx context.Context) error {
 	return s.exec(ctx, "start replica", s.flavor.StartReplicaSQL())
 }
 
+// StopReplicaIO stops receiving from the source; the SQL thread goes on applying
+// what is already in the relay log.
+func (s *Server) StopReplicaIO(ctx context.Context) error {
+	return s.exec(ctx, "stop replica IO thread", s.flavor.StopReplicaIOSQL())
+}
+
+// SetSemiSyncMaster turns the master side of semi-synchronous replication on or off:
+// on, a commit returns to its client only once a replica has the transaction.
+func (s *Server) SetSemiSyncMaster(ctx context.Context, on bool) error {
+	return s.exec(ctx, "set semi-sync master", s.flavor.SemiSyncMasterSQL(on))
+}
+
 // StopReplica stops the replication threads (a no-op when they are stopped).
 func (s *Server) StopReplica(ctx context.Context) error {
 	return s.exec(ctx, "stop replica", s.flavor.StopReplicaSQL())

@@ -90,6 +90,9 @@ func (c ServerConfig) Fragment() (string, error) {
 		set("rpl_semi_sync_slave_enabled", "ON")
 		set("rpl_semi_sync_master_enabled", "OFF")
 		set("rpl_semi_sync_master_wait_point", "AFTER_SYNC")
+		// With no replica connected the master does not stall: there is nobody to
+		// fail over to. The fallback shows in the master's status annotation.
+		set("rpl_semi_sync_master_wait_no_slave", "OFF")
 	case "async":
 		set("rpl_semi_sync_slave_enabled", "OFF")
 		set("rpl_semi_sync_master_enabled", "OFF")

@@ -1,0 +1,70 @@
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/replicant-dev/replicant/inject"
+)
+
+// Operation is the replicant.dev/last-operation annotation: the last failover,
+// takeover or request, and how it ended.
+type Operation struct {
+	Op              string    `json:"op"` // failover, takeover, forced-failover, reset-replica
+	From            string    `json:"from,omitempty"`
+	Target          string    `json:"target,omitempty"`
+	Result          string    `json:"result"` // ok, failed, refused
+	Message         string    `json:"message,omitempty"`
+	Start           time.Time `json:"start"`
+	End             time.Time `json:"end"`
+	WritesBlockedMs int64     `json:"writesBlockedMs,omitempty"`
+}
+
+// Operation names and results.
+const (
+	OpFailover = "failover"
+	OpTakeover = "takeover"
+
+	ResultOK      = "ok"
+	ResultFailed  = "failed"
+	ResultRefused = "refused"
+)
+
+// lastOperation reads the annotation (zero when absent or unreadable).
+func lastOperation(sts *appsv1.StatefulSet) Operation {
+	var op Operation
+	_ = json.Unmarshal([]byte(sts.Annotations[inject.AnnLastOperation]), &op)
+	return op
+}
+
+// lastAutomaticFailover is when the last successful automatic failover ended.
+func lastAutomaticFailover(sts *appsv1.StatefulSet) time.Time {
+	if op := lastOperation(sts); op.Op == OpFailover && op.Result == ResultOK {
+		return op.End
+	}
+	return time.Time{}
+}
+
+// annotate records the master and, when op is not nil, the last operation, and
+// removes the request annotations named in done.
+func (r *Reconciler) annotate(ctx context.Context, sts *appsv1.StatefulSet, master string, op *Operation, done ...string) error {
+	patch := client.MergeFrom(sts.DeepCopy())
+	if sts.Annotations == nil {
+		sts.Annotations = map[string]string{}
+	}
+	if master != "" {
+		sts.Annotations[inject.AnnMaster] = master
+	}
+	if op != nil {
+		data, _ := json.Marshal(op)
+		sts.Annotations[inject.AnnLastOperation] = string(data)
+	}
+	for _, k := range done {
+		delete(sts.Annotations, k)
+	}
+	return r.Client.Patch(ctx, sts, patch)
+}
