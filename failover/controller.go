@@ -440,7 +440,6 @@ func (r *Reconciler) repoint(ctx context.Context, srv, master Server, creds Cred
 	return conn.StartReplica(ctx)
 }
 
-
 // podStatus is the replicant.dev/status annotation of a pod.
 type podStatus struct {
 	Reachable   bool   `json:"reachable"`
