@@ -66,7 +66,8 @@ type Reconciler struct {
 
 	mu       sync.Mutex
 	pools    map[string]*mysql.Server // by address and user
-	failures map[types.NamespacedName]int
+	// downSince is when each cluster's master was first seen unreachable.
+	downSince map[types.NamespacedName]time.Time
 }
 
 // SetupWithManager registers the controller: StatefulSets that opted in, and their
@@ -91,7 +92,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Options.ApplyTimeout = 30 * time.Second
 	}
 	r.pools = map[string]*mysql.Server{}
-	r.failures = map[types.NamespacedName]int{}
+	r.downSince = map[types.NamespacedName]time.Time{}
 	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[inject.LabelInject] == inject.InjectEnabled })
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("replicant").
@@ -149,20 +150,24 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{RequeueAfter: r.Options.ProbeInterval}, nil
 }
 
-// countFailures keeps, between reconciles, how many probes of the master in a row
-// failed, and fills the failover inputs of the snapshot.
+// countFailures keeps, between reconciles, since when the master has been
+// unreachable, and counts the failed probes in probe intervals: reconciles also
+// run on pod events, so counting reconciles would shorten the threshold.
 func (r *Reconciler) countFailures(key types.NamespacedName, snap *Snapshot) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	now := time.Now()
 	if m := snap.server(snap.Master); m != nil && !m.Reachable {
-		r.failures[key]++
+		if r.downSince[key].IsZero() {
+			r.downSince[key] = now
+		}
+		snap.MasterFailures = 1 + int(now.Sub(r.downSince[key])/r.Options.ProbeInterval)
 	} else {
-		r.failures[key] = 0
+		delete(r.downSince, key)
 	}
-	snap.MasterFailures = r.failures[key]
 	snap.FailureThreshold = r.Options.FailureThreshold
 	snap.AntiFlap = r.Options.AntiFlap
-	snap.Now = time.Now()
+	snap.Now = now
 }
 
 // pool returns the connection pool for addr as user, reusing it across probes.
