@@ -311,6 +311,19 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snap
 	if plan.Promote != "" {
 		return nil // the others are repointed at the new master on the next probe
 	}
+	if target, asked := sts.Annotations[inject.AnnTakeoverTo]; asked {
+		if err := ValidateTakeover(snap, plan, target); err != nil {
+			now := time.Now()
+			op := Operation{Op: OpTakeover, From: snap.Master, Target: target, Result: ResultRefused, Message: err.Error(), Start: now, End: now}
+			r.Recorder.Eventf(sts, corev1.EventTypeWarning, "TakeoverRefused", "takeover to %s refused: %v", target, err)
+			return r.annotate(ctx, sts, "", &op, inject.AnnTakeoverTo)
+		}
+		newMaster, err := r.takeover(ctx, sts, snap, *snap.server(target), creds, opts)
+		if err != nil {
+			return err
+		}
+		master = newMaster
+	}
 	for _, pod := range plan.Repoint {
 		if err := r.repoint(ctx, *snap.server(pod), *master, creds); err != nil {
 			errs = append(errs, err)
@@ -417,6 +430,80 @@ func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, snap 
 	return target, nil
 }
 
+// takeover hands the master role to target gracefully: the old master stops taking
+// writes, target applies everything it wrote, target takes writes, and the old
+// master replicates from it at once (it is not left outside the cluster). If target
+// cannot catch up in time, the old master takes writes again and nothing changed.
+func (r *Reconciler) takeover(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, target Server, creds Credentials, opts inject.Options) (*Server, error) {
+	old := *snap.server(snap.Master)
+	start := time.Now()
+	finish := func(result, message string, blocked time.Duration) error {
+		op := Operation{Op: OpTakeover, From: old.Pod, Target: target.Pod, Result: result, Message: message,
+			Start: start, End: time.Now(), WritesBlockedMs: blocked.Milliseconds()}
+		kind := corev1.EventTypeNormal
+		if result != ResultOK {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Event(sts, kind, "Takeover", message)
+		return r.annotate(ctx, sts, "", &op, inject.AnnTakeoverTo)
+	}
+	oldConn := r.pool(old.Addr, old.Login)
+	targetConn := r.pool(target.Addr, target.Login)
+	if err := oldConn.SetReadOnly(ctx, true); err != nil {
+		return nil, finish(ResultFailed, fmt.Sprintf("could not stop writes on %s: %v; nothing changed", old.Pod, err), 0)
+	}
+	blockedFrom := time.Now()
+	rollback := func(cause error) (*Server, error) {
+		if err := oldConn.SetReadOnly(ctx, false); err != nil {
+			cause = fmt.Errorf("%v; and reopening writes on %s failed: %v (it stays read-only; the next probe reopens it)", cause, old.Pod, err)
+		}
+		return nil, finish(ResultFailed, fmt.Sprintf("takeover to %s failed: %v; %s is master again", target.Pod, cause, old.Pod), time.Since(blockedFrom))
+	}
+	st, err := oldConn.State(ctx)
+	if err != nil {
+		return rollback(err)
+	}
+	if err := targetConn.WaitForGTID(ctx, st.BinlogState, r.Options.ApplyTimeout); err != nil {
+		return rollback(err)
+	}
+	if err := targetConn.ResetReplica(ctx); err != nil {
+		return rollback(err)
+	}
+	if err := r.annotate(ctx, sts, target.Pod, nil); err != nil {
+		return rollback(err)
+	}
+	if err := r.openWrites(ctx, target, opts); err != nil {
+		// target is recorded as master but read-only: the next probe opens it
+		// (Plan.OpenWrites). The old master stays fenced: never two writers.
+		return nil, finish(ResultFailed, fmt.Sprintf("%s is master but opening writes failed: %v", target.Pod, err), time.Since(blockedFrom))
+	}
+	blocked := time.Since(blockedFrom)
+	newMaster := target
+	// The old master and the other replicas follow the new master right away.
+	_ = oldConn.SetSemiSyncMaster(ctx, false)
+	old.State = st
+	old.State.Replica = nil // it was a master: it starts from its own position
+	var errs []error
+	if err := r.repoint(ctx, old, newMaster, creds); err != nil {
+		errs = append(errs, err)
+	}
+	for _, srv := range snap.Servers {
+		if srv.Pod != old.Pod && srv.Pod != target.Pod && srv.Reachable && pointsAt(srv, old) {
+			if err := r.repoint(ctx, srv, newMaster, creds); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	msg := fmt.Sprintf("%s is master (was %s); writes blocked %d ms; %s replicates from it", target.Pod, old.Pod, blocked.Milliseconds(), old.Pod)
+	if len(errs) > 0 {
+		msg += fmt.Sprintf("; repointing failed, retried on the next probe: %v", errors.Join(errs...))
+	}
+	if err := finish(ResultOK, msg, blocked); err != nil {
+		return nil, err
+	}
+	return &newMaster, nil
+}
+
 // repoint makes srv replicate from master by GTID. A server that was never a replica
 // starts from the position its clone ended at, or from its own data (an old master
 // whose transactions the new master all has).
@@ -427,6 +514,9 @@ func (r *Reconciler) repoint(ctx context.Context, srv, master Server, creds Cred
 	}
 	if srv.State.Replica == nil {
 		pos := srv.State.CurrentPos
+		if !srv.State.BinlogState.Empty() {
+			pos = srv.State.BinlogState.Position() // what it holds, whoever wrote it
+		}
 		if srv.CloneGTID != "" && srv.State.BinlogState.Empty() {
 			parsed, err := mysql.ParseGTIDSet(srv.CloneGTID)
 			if err != nil {

@@ -255,3 +255,26 @@ func MostAdvanced(candidates []Server) Server {
 	})
 	return sorted[0]
 }
+
+// ValidateTakeover says why a graceful takeover to target cannot be done now, or nil.
+// Only a healthy replica of a reachable master can take over: anything else would
+// lose writes or wait for long.
+func ValidateTakeover(s Snapshot, p Plan, target string) error {
+	master := s.server(s.Master)
+	srv := s.server(target)
+	switch {
+	case p.Bootstrap != "" || p.Promote != "" || master == nil:
+		return fmt.Errorf("the cluster has no settled master yet")
+	case !master.Reachable:
+		return fmt.Errorf("master %s is unreachable: use a forced failover", master.Pod)
+	case srv == nil:
+		return fmt.Errorf("%s is not a pod of cluster %s", target, s.Cluster)
+	case target == master.Pod:
+		return fmt.Errorf("%s is already the master", target)
+	case p.Quarantine[target] != nil:
+		return fmt.Errorf("%s holds errant transactions %v", target, p.Quarantine[target])
+	case !p.Healthy[target]:
+		return fmt.Errorf("%s is not a healthy replica (replicating, lag within %s)", target, s.MaxLag)
+	}
+	return nil
+}
