@@ -64,8 +64,8 @@ type Reconciler struct {
 	Recorder record.EventRecorder
 	Options  Options
 
-	mu       sync.Mutex
-	pools    map[string]*mysql.Server // by address and user
+	mu    sync.Mutex
+	pools map[string]*mysql.Server // by address and user
 	// downSince is when each cluster's master was first seen unreachable.
 	downSince map[types.NamespacedName]time.Time
 }

@@ -108,4 +108,3 @@ func TestGracefulTakeover(t *testing.T) {
 	})
 	t.Logf("%d rows on the old master, writes blocked %d ms", total, op.WritesBlockedMs)
 }
-
