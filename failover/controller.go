@@ -286,6 +286,9 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snap
 		return errors.Join(errs...) // never open or move writes while a stray writer may remain
 	}
 	master := snap.server(snap.Master)
+	if request, asked := sts.Annotations[inject.AnnFailoverTo]; asked {
+		return r.forcedFailover(ctx, sts, snap, plan, request, opts)
+	}
 	switch {
 	case plan.Bootstrap != "":
 		master = snap.server(plan.Bootstrap)
@@ -293,7 +296,7 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snap
 			return err
 		}
 	case plan.Promote != "":
-		promoted, err := r.promote(ctx, sts, snap, plan, opts)
+		promoted, err := r.promote(ctx, sts, snap, plan.Promote, OpFailover, opts)
 		if err != nil {
 			return err
 		}
@@ -384,13 +387,13 @@ func (r *Reconciler) openWrites(ctx context.Context, master Server, opts inject.
 // at all, the candidate applies everything it received, forgets its replica
 // settings, is recorded as master, and only then takes writes. A failure on the way
 // leaves every server read-only; the next probe decides again.
-func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, plan Plan, opts inject.Options) (*Server, error) {
+func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, pod, opName string, opts inject.Options, done ...string) (*Server, error) {
 	start := time.Now()
 	old := snap.server(snap.Master)
-	target := snap.server(plan.Promote)
+	target := snap.server(pod)
 	fail := func(err error) (*Server, error) {
-		op := Operation{Op: OpFailover, From: old.Pod, Target: target.Pod, Result: ResultFailed, Message: err.Error(), Start: start, End: time.Now()}
-		_ = r.annotate(ctx, sts, "", &op)
+		op := Operation{Op: opName, From: old.Pod, Target: target.Pod, Result: ResultFailed, Message: err.Error(), Start: start, End: time.Now()}
+		_ = r.annotate(ctx, sts, "", &op, done...)
 		r.Recorder.Eventf(sts, corev1.EventTypeWarning, "FailoverFailed", "promoting %s: %v; every server stays read-only", target.Pod, err)
 		return nil, err
 	}
@@ -420,14 +423,46 @@ func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, snap 
 		return fail(err)
 	}
 	end := time.Now()
-	op := Operation{Op: OpFailover, From: old.Pod, Target: target.Pod, Result: ResultOK, Start: start, End: end,
-		Message: fmt.Sprintf("master %s down; %s promoted at %s (relay log applied in %d ms, writable after %d ms)",
-			old.Pod, target.Pod, want, applied.Milliseconds(), end.Sub(start).Milliseconds())}
-	if err := r.annotate(ctx, sts, "", &op); err != nil {
+	why := "master " + old.Pod + " down"
+	if opName == OpForcedFailover {
+		why = "failover requested from " + old.Pod
+	}
+	op := Operation{Op: opName, From: old.Pod, Target: target.Pod, Result: ResultOK, Start: start, End: end,
+		Message: fmt.Sprintf("%s; %s promoted at %s (relay log applied in %d ms, writable after %d ms)",
+			why, target.Pod, want, applied.Milliseconds(), end.Sub(start).Milliseconds())}
+	if err := r.annotate(ctx, sts, "", &op, done...); err != nil {
 		return nil, err
 	}
 	r.Recorder.Event(sts, corev1.EventTypeNormal, "Failover", op.Message)
 	return target, nil
+}
+
+// forcedFailover carries out a failover-to request: the old master is fenced first
+// when it can be reached (if that fails, nothing is done), then the target is
+// promoted as in an automatic failover.
+func (r *Reconciler) forcedFailover(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, plan Plan, request string, opts inject.Options) error {
+	now := time.Now()
+	target, err := FailoverTarget(snap, plan, request)
+	if err == nil {
+		if old := snap.server(snap.Master); old.Reachable {
+			oldConn := r.pool(old.Addr, old.Login)
+			if ferr := oldConn.SetReadOnly(ctx, true); ferr != nil {
+				err = fmt.Errorf("could not make master %s read-only first: %v", old.Pod, ferr)
+			} else if st, serr := oldConn.State(ctx); serr == nil {
+				// Give the target a moment to receive what the fenced master wrote;
+				// forced means go on anyway (what it misses shows as errant).
+				t := snap.server(target)
+				_ = r.pool(t.Addr, t.Login).WaitForGTID(ctx, st.BinlogState, 5*time.Second)
+			}
+		}
+	}
+	if err != nil {
+		op := Operation{Op: OpForcedFailover, From: snap.Master, Target: request, Result: ResultRefused, Message: err.Error(), Start: now, End: now}
+		r.Recorder.Eventf(sts, corev1.EventTypeWarning, "FailoverRefused", "failover to %s refused: %v", request, err)
+		return r.annotate(ctx, sts, "", &op, inject.AnnFailoverTo)
+	}
+	_, err = r.promote(ctx, sts, snap, target, OpForcedFailover, opts, inject.AnnFailoverTo)
+	return err
 }
 
 // takeover hands the master role to target gracefully: the old master stops taking

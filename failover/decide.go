@@ -14,6 +14,7 @@ package failover
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/replicant-dev/replicant/mysql"
@@ -277,4 +278,41 @@ func ValidateTakeover(s Snapshot, p Plan, target string) error {
 		return fmt.Errorf("%s is not a healthy replica (replicating, lag within %s)", target, s.MaxLag)
 	}
 	return nil
+}
+
+// FailoverTarget chooses the replica a forced failover promotes: the named pod, or
+// with "any" the most advanced replica. A forced failover acts even when the master
+// looks alive (it is fenced first) and inside the anti-flapping window: a human asked.
+func FailoverTarget(s Snapshot, p Plan, request string) (string, error) {
+	master := s.server(s.Master)
+	if master == nil || p.Bootstrap != "" {
+		return "", fmt.Errorf("the cluster has no master yet")
+	}
+	var candidates []Server
+	var excluded []string
+	for _, srv := range s.Servers {
+		switch {
+		case srv.Pod == master.Pod:
+			continue
+		case !srv.Reachable:
+			excluded = append(excluded, srv.Pod+" unreachable: "+srv.Err)
+			continue
+		case p.Quarantine[srv.Pod] != nil:
+			excluded = append(excluded, fmt.Sprintf("%s has errant transactions %v", srv.Pod, p.Quarantine[srv.Pod]))
+			continue
+		}
+		if request == "any" || request == srv.Pod {
+			candidates = append(candidates, srv)
+		}
+	}
+	if len(candidates) == 0 {
+		if request == "any" {
+			return "", fmt.Errorf("no reachable replica without errant transactions (%s)", strings.Join(excluded, "; "))
+		}
+		if request == master.Pod {
+			return "", fmt.Errorf("%s is already the master", request)
+		}
+		return "", fmt.Errorf("%s is not a reachable replica of cluster %s without errant transactions", request, s.Cluster)
+	}
+	return MostAdvanced(candidates).Pod, nil
 }

@@ -26,8 +26,9 @@ type Operation struct {
 
 // Operation names and results.
 const (
-	OpFailover = "failover"
-	OpTakeover = "takeover"
+	OpFailover       = "failover"
+	OpForcedFailover = "forced-failover"
+	OpTakeover       = "takeover"
 
 	ResultOK      = "ok"
 	ResultFailed  = "failed"
