@@ -60,7 +60,11 @@ type Options struct {
 
 // Reconciler runs every labelled StatefulSet's cluster.
 type Reconciler struct {
-	Client   client.Client
+	Client client.Client
+	// Reader reads the StatefulSet uncached: the master and the last operation must
+	// be what the controller itself last wrote, never a cache a step behind (a stale
+	// master annotation would start a second failover). Default: the manager's.
+	Reader   client.Reader
 	Recorder record.EventRecorder
 	Options  Options
 
@@ -91,6 +95,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.ApplyTimeout == 0 {
 		r.Options.ApplyTimeout = 30 * time.Second
 	}
+	if r.Reader == nil {
+		r.Reader = mgr.GetAPIReader()
+	}
 	r.pools = map[string]*mysql.Server{}
 	r.downSince = map[types.NamespacedName]time.Time{}
 	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[inject.LabelInject] == inject.InjectEnabled })
@@ -111,7 +118,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	sts := &appsv1.StatefulSet{}
-	if err := r.Client.Get(ctx, req.NamespacedName, sts); err != nil {
+	if err := r.Reader.Get(ctx, req.NamespacedName, sts); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !inject.Enabled(sts) || !sts.DeletionTimestamp.IsZero() {
@@ -137,6 +144,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	snap := r.observe(ctx, sts, pods.Items, creds, opts)
 	r.countFailures(req.NamespacedName, &snap)
 	plan := Decide(snap)
+	observeMetrics(sts.Namespace, snap, plan)
 	for _, reason := range plan.Reasons {
 		logger.V(1).Info("decision", "cluster", sts.Name, "reason", reason)
 	}

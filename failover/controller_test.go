@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/replicant-dev/replicant/failover"
@@ -167,6 +168,27 @@ func TestBootstrapServicesHealthAndQuarantine(t *testing.T) {
 	}
 	if cl.readOnly(m) || !cl.readOnly(r1) || !cl.readOnly(r2) {
 		t.Errorf("read_only: master %v, replicas %v %v", cl.readOnly(m), cl.readOnly(r1), cl.readOnly(r2))
+	}
+
+	// Metrics on the manager's registry name the master.
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	masters := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() == "replicant_master" {
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "pod" {
+						masters[l.GetValue()] = m.GetGauge().GetValue()
+					}
+				}
+			}
+		}
+	}
+	if masters["db-0"] != 1 || masters["db-1"] != 0 || masters["db-2"] != 0 {
+		t.Errorf("replicant_master = %v", masters)
 	}
 
 	// The Services select by the labels, are owned by the StatefulSet, serve 3306 and 8080.

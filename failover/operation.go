@@ -61,6 +61,7 @@ func (r *Reconciler) annotate(ctx context.Context, sts *appsv1.StatefulSet, mast
 		sts.Annotations[inject.AnnMaster] = master
 	}
 	if op != nil {
+		observeOperation(sts.Namespace, sts.Name, *op)
 		data, _ := json.Marshal(op)
 		sts.Annotations[inject.AnnLastOperation] = string(data)
 	}

@@ -228,7 +228,19 @@ func (s *Server) start() error {
 	}
 	s.cmd, s.done = cmd, make(chan struct{})
 	done := s.done
-	go func() { cmd.Wait(); close(done) }()
+	go func() {
+		err := cmd.Wait()
+		s.mu.Lock()
+		unexpected := s.cmd == cmd // Stop and Kill clear s.cmd before they signal
+		if unexpected {
+			s.cmd = nil
+		}
+		s.mu.Unlock()
+		if unexpected {
+			s.t.Logf("%s (%s) exited on its own: %v; log:\n%s", s.Name, s.Addr(), err, s.tailLog())
+		}
+		close(done)
+	}()
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
