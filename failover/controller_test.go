@@ -42,10 +42,20 @@ type cluster struct {
 }
 
 func startCluster(t *testing.T, n int) *cluster {
+	return startClusterWith(t, n, clusterOptions{addressing: failover.SourcePodIP})
+}
+
+type clusterOptions struct {
+	addressing failover.SourceAddressing
+	// podIP, when set, gives the address a pod shows instead of its server's.
+	podIP func(*mariadb.Server) string
+}
+
+func startClusterWith(t *testing.T, n int, o clusterOptions) *cluster {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
-	servers := mariadb.Start(t, n, mariadb.Options{Cluster: "db"})
+	servers := mariadb.Start(t, n, mariadb.Options{Cluster: "db", ReportHostIsAddress: o.addressing == failover.SourceReportHost})
 	env := controlplane.Start(t, controlplane.Options{})
 	c := env.Client
 
@@ -65,7 +75,11 @@ func startCluster(t *testing.T, n int) *cluster {
 		if err := c.Create(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
-		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: s.Host, PodIPs: []corev1.PodIP{{IP: s.Host}}}
+		ip := s.Host
+		if o.podIP != nil {
+			ip = o.podIP(s)
+		}
+		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
 		if err := c.Status().Update(ctx, pod); err != nil {
 			t.Fatalf("pod %d status: %v", i, err)
 		}
@@ -86,7 +100,7 @@ func startCluster(t *testing.T, n int) *cluster {
 		t.Fatal(err)
 	}
 	r := &failover.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("replicant"),
-		Options: failover.Options{ProbeInterval: 300 * time.Millisecond, Addressing: failover.SourcePodIP}}
+		Options: failover.Options{ProbeInterval: 300 * time.Millisecond, Addressing: o.addressing}}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

@@ -202,7 +202,10 @@ func decideFailover(s Snapshot, master Server, p *Plan) {
 		if srv.Pod == master.Pod || !srv.Reachable {
 			continue
 		}
-		if r := srv.State.Replica; r != nil && r.IORunning == "Yes" && pointsAt(srv, master) {
+		// A replica still receiving from its source contradicts "the master is down":
+		// replicas replicate only from the master. (The master's own address is not
+		// known while it is unreachable, so the source is not compared.)
+		if r := srv.State.Replica; r != nil && r.IORunning == "Yes" {
 			agree = false
 		}
 		if len(srv.State.BinlogState.Errant(master.State.BinlogState)) == 0 || master.State.BinlogState.Empty() {

@@ -52,6 +52,9 @@ type Options struct {
 	Cluster string
 	// ExtraConfig is appended to the [mysqld] section of every server's my.cnf.
 	ExtraConfig string
+	// ReportHostIsAddress makes each server report its own IP as report_host (there is
+	// no DNS for <pod>.<service>.<namespace> on loopback).
+	ReportHostIsAddress bool
 }
 
 var (
@@ -127,6 +130,12 @@ func Start(t testing.TB, n int, opts Options) []*Server {
 		}
 		if err := s.writeConfig(opts.ExtraConfig); err != nil {
 			t.Fatal(err)
+		}
+		if opts.ReportHostIsAddress {
+			override := "[mysqld]\nreport_host = " + s.Host + "\n"
+			if err := os.WriteFile(filepath.Join(s.Dir, "conf.d", "zz-report-host.cnf"), []byte(override), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 		servers[i] = s
 		t.Cleanup(s.Kill)

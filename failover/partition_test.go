@@ -1,0 +1,110 @@
+package failover_test
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/replicant-dev/replicant/failover"
+	"github.com/replicant-dev/replicant/test/mariadb"
+)
+
+// proxy forwards a loopback address's port 3306 to a server; cut() drops every
+// connection and refuses new ones, like a network path that broke.
+type proxy struct {
+	addr  string
+	l     net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	var l net.Listener
+	var err error
+	for i := 0; i < 50; i++ {
+		host := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
+		if l, err = net.Listen("tcp", net.JoinHostPort(host, "3306")); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{addr: l.Addr().(*net.TCPAddr).IP.String(), l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.DialTimeout("tcp", target, time.Second)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *proxy) cut() {
+	p.l.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// TestControllerAloneLosingTheMasterDoesNotFailOver: the controller reaches the
+// master through a path that breaks; the replicas, replicating from the master's
+// report_host, still receive from it. No failover.
+func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
+	var path *proxy
+	cl := startClusterWith(t, 3, clusterOptions{
+		addressing: failover.SourceReportHost,
+		podIP: func(s *mariadb.Server) string {
+			if s.Name != "db-0" {
+				return s.Host
+			}
+			path = newProxy(t, s.Addr())
+			return path.addr
+		},
+	})
+	cl.eventually("bootstrap", cl.want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	path.cut()
+	cl.eventually("failover held", func() error {
+		events := &corev1.EventList{}
+		if err := cl.c.List(cl.ctx, events, client.InNamespace("default")); err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.Reason == "FailoverHeld" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no FailoverHeld event")
+	})
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if m := cl.master(); m != "db-0" {
+			t.Fatalf("failed over to %s although the replicas still receive from db-0", m)
+		}
+	}
+	if cl.readOnly(cl.servers[0]) || !cl.readOnly(cl.servers[1]) || !cl.readOnly(cl.servers[2]) {
+		t.Errorf("read_only changed: %v %v %v", cl.readOnly(cl.servers[0]), cl.readOnly(cl.servers[1]), cl.readOnly(cl.servers[2]))
+	}
+}
