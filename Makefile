@@ -75,11 +75,13 @@ helm:
 	fi
 	@mkdir -p bin && ln -sfn $(HELM_BIN) bin/helm
 
-## bench: admission latency (p50/p99), and a 1 GiB clone through replicant versus a
-## bare mariadb-backup | mbstream pipe (ratio printed; REPLICANT_BENCH_MIB sets the size)
+## bench: admission latency (p50/p99); a 1 GiB clone through replicant versus a bare
+## mariadb-backup | mbstream pipe (ratio; REPLICANT_BENCH_MIB sets the size); failover
+## (SIGKILL -> writable) and takeover writes-blocked over 10 rounds (REPLICANT_BENCH_ROUNDS)
 bench: deps
 	go test -run '^$$' -bench . -benchmem -benchtime 5000x ./inject/ ./webhook/
 	go test -run '^$$' -bench CloneVersusPipe -benchtime 1x -timeout 30m ./sidecar/
+	go test -run '^$$' -bench FailoverAndTakeover -benchtime 1x -timeout 30m ./failover/
 
 ## fuzz: longer fuzz runs of the annotation parser and the GTID set type
 fuzz:

@@ -34,14 +34,14 @@ func TestMain(m *testing.M) { os.Exit(mariadb.Main(m)) }
 // cluster is a StatefulSet in a real apiserver whose pods' IPs are real mariadbd
 // servers on loopback addresses, run by the controller.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	c       client.Client
 	sts     *appsv1.StatefulSet
 	servers []*mariadb.Server
 }
 
-func startCluster(t *testing.T, n int) *cluster {
+func startCluster(t testing.TB, n int) *cluster {
 	return startClusterWith(t, n, clusterOptions{addressing: failover.SourcePodIP})
 }
 
@@ -49,9 +49,13 @@ type clusterOptions struct {
 	addressing failover.SourceAddressing
 	// podIP, when set, gives the address a pod shows instead of its server's.
 	podIP func(*mariadb.Server) string
+	// antiFlap, when set, replaces the default anti-flapping window.
+	antiFlap time.Duration
+	// probeInterval, when set, replaces the tests' 300 ms.
+	probeInterval time.Duration
 }
 
-func startClusterWith(t *testing.T, n int, o clusterOptions) *cluster {
+func startClusterWith(t testing.TB, n int, o clusterOptions) *cluster {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
@@ -100,7 +104,10 @@ func startClusterWith(t *testing.T, n int, o clusterOptions) *cluster {
 		t.Fatal(err)
 	}
 	r := &failover.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("replicant"),
-		Options: failover.Options{ProbeInterval: 300 * time.Millisecond, Addressing: o.addressing}}
+		Options: failover.Options{ProbeInterval: o.probeInterval, Addressing: o.addressing, AntiFlap: o.antiFlap}}
+	if r.Options.ProbeInterval == 0 {
+		r.Options.ProbeInterval = 300 * time.Millisecond
+	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ type proxy struct {
 	conns []net.Conn
 }
 
-func newProxy(t *testing.T, target string) *proxy {
+func newProxy(t testing.TB, target string) *proxy {
 	var l net.Listener
 	var err error
 	for i := 0; i < 50; i++ {

@@ -15,6 +15,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"log"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -50,8 +53,13 @@ type Error struct {
 func (e *Error) Error() string { return fmt.Sprintf("mysql %s: %s: %v", e.Server, e.Op, e.Err) }
 func (e *Error) Unwrap() error { return e.Err }
 
+// quietDriver keeps the driver's own log lines ("closing bad idle connection") out
+// of replicant's logs: every failure reaches the caller as an error.
+var quietDriver sync.Once
+
 // Open prepares a pool to the server (it connects lazily). flavor nil means MariaDB.
 func Open(cfg Config, flavor Flavor) (*Server, error) {
+	quietDriver.Do(func() { _ = mysql.SetLogger(log.New(io.Discard, "", 0)) })
 	if flavor == nil {
 		flavor = MariaDB{}
 	}
