@@ -5,9 +5,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/inject"
 )
@@ -51,18 +48,7 @@ func TestSecondFailureInsideTheWindowWaitsForARequest(t *testing.T) {
 		return nil
 	})
 	cl.server(first).Kill()
-	cl.eventually("failover held", func() error {
-		events := &corev1.EventList{}
-		if err := cl.c.List(cl.ctx, events, client.InNamespace("default")); err != nil {
-			return err
-		}
-		for _, e := range events.Items {
-			if e.Reason == "FailoverHeld" {
-				return nil
-			}
-		}
-		return fmt.Errorf("no FailoverHeld event")
-	})
+	cl.event("FailoverHeld")
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
 		if m := cl.master(); m != first {
 			t.Fatalf("failed over to %s inside the anti-flapping window", m)

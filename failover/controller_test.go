@@ -166,6 +166,23 @@ func (cl *cluster) want(topology map[string]string) func() error {
 	}
 }
 
+// event waits for an Event with reason on the StatefulSet.
+func (cl *cluster) event(reason string) {
+	cl.t.Helper()
+	cl.eventually(reason+" event", func() error {
+		events := &corev1.EventList{}
+		if err := cl.c.List(cl.ctx, events, client.InNamespace("default")); err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.Reason == reason && e.InvolvedObject.Name == "db" {
+				return nil
+			}
+		}
+		return fmt.Errorf("none among %d events", len(events.Items))
+	})
+}
+
 func (cl *cluster) readOnly(s *mariadb.Server) bool {
 	cl.t.Helper()
 	var ro bool
@@ -280,18 +297,7 @@ func TestBootstrapServicesHealthAndQuarantine(t *testing.T) {
 	if err := json.Unmarshal([]byte(pod.Annotations[inject.AnnStatus]), &status); err != nil || status["errantGTIDs"] == nil {
 		t.Errorf("db-1 status %s", pod.Annotations[inject.AnnStatus])
 	}
-	cl.eventually("errant event", func() error {
-		events := &corev1.EventList{}
-		if err := cl.c.List(cl.ctx, events, client.InNamespace("default")); err != nil {
-			return err
-		}
-		for _, e := range events.Items {
-			if e.Reason == "ErrantTransactions" && e.InvolvedObject.Name == "db" {
-				return nil
-			}
-		}
-		return fmt.Errorf("no ErrantTransactions event among %d", len(events.Items))
-	})
+	cl.event("ErrantTransactions")
 	if !cl.readOnly(r1) {
 		t.Errorf("quarantined replica is writable")
 	}

@@ -108,6 +108,17 @@ func (cl *cluster) startWriter() *writer {
 
 func (w *writer) finish() { close(w.stop); <-w.done }
 
+// waitFor waits until n more writes than now have been acknowledged.
+func (w *writer) waitFor(what string, n int64) {
+	before := w.count.Load()
+	w.cl.eventually(what, func() error {
+		if got := w.count.Load() - before; got < n {
+			return fmt.Errorf("%d writes", got)
+		}
+		return nil
+	})
+}
+
 // writableChecker polls read_only on every running server and records any instant at
 // which two of them were writable.
 type writableChecker struct {
@@ -164,12 +175,7 @@ func TestMasterKilledUnderWriteLoad(t *testing.T) {
 	cl.createApp()
 	checker := cl.startChecker()
 	w := cl.startWriter()
-	cl.eventually("writes flowing", func() error {
-		if w.count.Load() < 200 {
-			return fmt.Errorf("%d writes", w.count.Load())
-		}
-		return nil
-	})
+	w.waitFor("writes flowing", 200)
 
 	killedAt := time.Now()
 	cl.servers[0].Kill()
@@ -181,13 +187,7 @@ func TestMasterKilledUnderWriteLoad(t *testing.T) {
 	})
 	newMaster := cl.server(cl.master())
 	t.Logf("failed over to %s %v after the kill", newMaster.Name, time.Since(killedAt).Round(time.Millisecond))
-	before := w.count.Load()
-	cl.eventually("writes on the new master", func() error {
-		if w.count.Load() < before+100 {
-			return fmt.Errorf("%d writes since", w.count.Load()-before)
-		}
-		return nil
-	})
+	w.waitFor("writes on the new master", 100)
 	w.finish()
 	checker.finish()
 

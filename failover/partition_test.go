@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/test/mariadb"
 )
@@ -87,18 +84,7 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 	})
 	cl.eventually("bootstrap", cl.want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
 	path.cut()
-	cl.eventually("failover held", func() error {
-		events := &corev1.EventList{}
-		if err := cl.c.List(cl.ctx, events, client.InNamespace("default")); err != nil {
-			return err
-		}
-		for _, e := range events.Items {
-			if e.Reason == "FailoverHeld" {
-				return nil
-			}
-		}
-		return fmt.Errorf("no FailoverHeld event")
-	})
+	cl.event("FailoverHeld")
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
 		if m := cl.master(); m != "db-0" {
 			t.Fatalf("failed over to %s although the replicas still receive from db-0", m)

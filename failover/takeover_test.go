@@ -64,25 +64,14 @@ func TestGracefulTakeover(t *testing.T) {
 
 	checker := cl.startChecker()
 	w := cl.startWriter()
-	cl.eventually("writes flowing", func() error {
-		if w.count.Load() < 100 {
-			return fmt.Errorf("%d writes", w.count.Load())
-		}
-		return nil
-	})
+	w.waitFor("writes flowing", 100)
 	cl.request(inject.AnnTakeoverTo, "db-2")
 	op := cl.outcome(inject.AnnTakeoverTo)
 	if op.Result != failover.ResultOK || op.Target != "db-2" || op.From != "db-0" {
 		t.Fatalf("takeover: %+v", op)
 	}
 	t.Logf("takeover: %s", op.Message)
-	before := w.count.Load()
-	cl.eventually("writes on the new master", func() error {
-		if w.count.Load() < before+100 {
-			return fmt.Errorf("%d writes since", w.count.Load()-before)
-		}
-		return nil
-	})
+	w.waitFor("writes on the new master", 100)
 	w.finish()
 	checker.finish()
 	if v := checker.violations.Load(); v > 0 {
