@@ -59,7 +59,8 @@ type Options struct {
 
 var (
 	templateOnce sync.Once
-	templateDir  string
+	templateRoot string // removed by Main
+	templateDir  string // the initialised datadir inside it
 	templateErr  error
 )
 
@@ -72,13 +73,21 @@ func template() (string, error) {
 			templateErr = err
 			return
 		}
-		out, err := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+dir, "--user="+currentUser(),
-			"--auth-root-authentication-method=socket", "--skip-test-db").CombinedOutput()
+		// A private tmpdir: test packages run in parallel, and a shared /tmp let one
+		// bootstrap trip over another's temporary tables.
+		tmp := filepath.Join(dir, "tmp")
+		datadir := filepath.Join(dir, "data")
+		if err := os.Mkdir(tmp, 0o700); err != nil {
+			templateErr = err
+			return
+		}
+		out, err := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+datadir, "--user="+currentUser(),
+			"--auth-root-authentication-method=socket", "--skip-test-db", "--tmpdir="+tmp).CombinedOutput()
 		if err != nil {
 			templateErr = fmt.Errorf("mariadb-install-db (is mariadb-server installed? `make deps`): %v\n%s", err, out)
 			return
 		}
-		templateDir = dir
+		templateRoot, templateDir = dir, datadir
 	})
 	return templateDir, templateErr
 }
@@ -183,8 +192,11 @@ func freeLoopbackHosts(t testing.TB, n int) []string {
 // replicant's fragment into conf.d, included last as in the real pod.
 func (s *Server) writeConfig(extra string) error {
 	confd := filepath.Join(s.Dir, "conf.d")
-	if err := os.MkdirAll(confd, 0o755); err != nil {
-		return err
+	tmp := filepath.Join(s.Dir, "tmp")
+	for _, d := range []string{confd, tmp} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
 	}
 	if _, err := sidecar.WriteConfig(s.Config, confd, "", ""); err != nil {
 		return err
@@ -198,13 +210,14 @@ log-error = %s
 bind-address = %s
 port = %d
 skip-name-resolve = ON
+tmpdir = %s
 innodb_buffer_pool_size = 32M
 innodb_log_file_size = 48M
 max_connections = 100
 performance_schema = OFF
 %s
 !includedir %s
-`, currentUser(), s.Datadir, s.Socket(), filepath.Join(s.Dir, "mysqld.pid"), s.LogPath(), s.Host, s.Port, extra, confd)
+`, currentUser(), s.Datadir, s.Socket(), filepath.Join(s.Dir, "mysqld.pid"), s.LogPath(), s.Host, s.Port, tmp, extra, confd)
 	return os.WriteFile(s.ConfigPath(), []byte(base), 0o644)
 }
 
@@ -383,8 +396,8 @@ func (s *Server) tailLog() string {
 // from TestMain: func TestMain(m *testing.M) { os.Exit(mariadb.Main(m)) }.
 func Main(m *testing.M) int {
 	code := m.Run()
-	if templateDir != "" {
-		os.RemoveAll(templateDir)
+	if templateRoot != "" {
+		os.RemoveAll(templateRoot)
 	}
 	return code
 }
