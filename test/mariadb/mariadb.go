@@ -73,6 +73,7 @@ func template() (string, error) {
 			templateErr = err
 			return
 		}
+		templateRoot = dir // removed by Main, also when the bootstrap fails
 		// A private tmpdir: test packages run in parallel, and a shared /tmp let one
 		// bootstrap trip over another's temporary tables.
 		tmp := filepath.Join(dir, "tmp")
@@ -87,7 +88,7 @@ func template() (string, error) {
 			templateErr = fmt.Errorf("mariadb-install-db (is mariadb-server installed? `make deps`): %v\n%s", err, out)
 			return
 		}
-		templateRoot, templateDir = dir, datadir
+		templateDir = datadir
 	})
 	return templateDir, templateErr
 }
