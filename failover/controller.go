@@ -72,6 +72,11 @@ type Reconciler struct {
 	pools map[string]*mysql.Server // by address and user
 	// downSince is when each cluster's master was first seen unreachable.
 	downSince map[types.NamespacedName]time.Time
+	// semiSync is whether each cluster's master had semi-sync active at the last probe.
+	semiSync map[types.NamespacedName]bool
+	// addrs are the server addresses each cluster had at the last probe, so that
+	// the pools of pods that went away are closed.
+	addrs map[types.NamespacedName]map[string]bool
 }
 
 // SetupWithManager registers the controller: StatefulSets that opted in, and their
@@ -100,6 +105,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.pools = map[string]*mysql.Server{}
 	r.downSince = map[types.NamespacedName]time.Time{}
+	r.semiSync = map[types.NamespacedName]bool{}
+	r.addrs = map[types.NamespacedName]map[string]bool{}
 	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[inject.LabelInject] == inject.InjectEnabled })
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("replicant").
@@ -143,8 +150,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	snap := r.observe(ctx, sts, pods.Items, creds, opts)
 	r.countFailures(req.NamespacedName, &snap)
+	r.closeGonePools(req.NamespacedName, snap)
 	plan := Decide(snap)
 	observeMetrics(sts.Namespace, snap, plan)
+	r.reportSemiSync(req.NamespacedName, sts, snap)
 	for _, reason := range plan.Reasons {
 		logger.V(1).Info("decision", "cluster", sts.Name, "reason", reason)
 	}
@@ -176,6 +185,52 @@ func (r *Reconciler) countFailures(key types.NamespacedName, snap *Snapshot) {
 	snap.FailureThreshold = r.Options.FailureThreshold
 	snap.AntiFlap = r.Options.AntiFlap
 	snap.Now = now
+}
+
+// closeGonePools closes the pools of addresses the cluster no longer has (a pod that
+// restarted with a new IP, or went away).
+func (r *Reconciler) closeGonePools(key types.NamespacedName, snap Snapshot) {
+	now := map[string]bool{}
+	for _, srv := range snap.Servers {
+		if srv.Addr != "" {
+			now[srv.Addr] = true
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for addr := range r.addrs[key] {
+		if now[addr] {
+			continue
+		}
+		for k, p := range r.pools {
+			if strings.HasPrefix(k, addr+"|") {
+				p.Close()
+				delete(r.pools, k)
+			}
+		}
+	}
+	r.addrs[key] = now
+}
+
+// reportSemiSync raises an Event when the master's semi-sync falls back to async (a
+// failover could then lose acknowledged writes) and when it is active again.
+func (r *Reconciler) reportSemiSync(key types.NamespacedName, sts *appsv1.StatefulSet, snap Snapshot) {
+	m := snap.server(snap.Master)
+	if m == nil || !m.Reachable || !m.State.SemiSync.MasterEnabled {
+		return
+	}
+	active := m.State.SemiSync.Waiting()
+	r.mu.Lock()
+	prev, known := r.semiSync[key]
+	r.semiSync[key] = active
+	r.mu.Unlock()
+	switch {
+	case known && prev && !active:
+		r.Recorder.Eventf(sts, corev1.EventTypeWarning, "SemiSyncFallback",
+			"commits on master %s no longer wait for a replica (no replica acknowledges): until one does, a failover may lose acknowledged writes", m.Pod)
+	case known && !prev && active:
+		r.Recorder.Eventf(sts, corev1.EventTypeNormal, "SemiSyncRestored", "commits on master %s wait for a replica again", m.Pod)
+	}
 }
 
 // pool returns the connection pool for addr as user, reusing it across probes.
@@ -215,7 +270,8 @@ func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods 
 		return ordinalOf(pods[i].Name) < ordinalOf(pods[j].Name)
 	})
 	for _, pod := range pods {
-		srv := Server{Pod: pod.Name, Ordinal: ordinalOf(pod.Name), Lag: -1}
+		srv := Server{Pod: pod.Name, Ordinal: ordinalOf(pod.Name), Lag: -1,
+			Detached: pod.Annotations[inject.AnnDetached] == "true", ResetRequested: pod.Annotations[inject.AnnResetReplica] == "true"}
 		if pod.Status.PodIP == "" || !pod.DeletionTimestamp.IsZero() {
 			srv.Err = "pod has no IP"
 			snap.Servers = append(snap.Servers, srv)
@@ -335,7 +391,17 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snap
 		}
 		master = newMaster
 	}
+	for _, srv := range snap.Servers {
+		if srv.ResetRequested {
+			if err := r.resetReplica(ctx, sts, snap, srv); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	for _, pod := range plan.Repoint {
+		if snap.server(pod).ResetRequested {
+			continue // detached just now
+		}
 		if err := r.repoint(ctx, *snap.server(pod), *master, creds); err != nil {
 			errs = append(errs, err)
 			continue
@@ -471,6 +537,45 @@ func (r *Reconciler) forcedFailover(ctx context.Context, sts *appsv1.StatefulSet
 	}
 	_, err = r.promote(ctx, sts, snap, target, OpForcedFailover, opts, inject.AnnFailoverTo)
 	return err
+}
+
+// resetReplica carries out a reset-replica request on a pod: the replica stops and
+// forgets its source (RESET SLAVE ALL), stays read-only, and is marked detached so
+// that the controller does not repoint it; removing the detached annotation lets it
+// rejoin (or be quarantined, if it was written to meanwhile).
+func (r *Reconciler) resetReplica(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, srv Server) error {
+	start := time.Now()
+	op := Operation{Op: OpResetReplica, Target: srv.Pod, Start: start}
+	err := ValidateResetReplica(snap, srv.Pod)
+	if err == nil {
+		err = r.pool(srv.Addr, srv.Login).ResetReplica(ctx)
+		op.Result = ResultOK
+		op.Message = srv.Pod + " no longer replicates; it stays read-only and detached until its " + inject.AnnDetached + " annotation is removed"
+		if err != nil {
+			op.Result, op.Message = ResultFailed, err.Error()
+		}
+	} else {
+		op.Result, op.Message = ResultRefused, err.Error()
+	}
+	op.End = time.Now()
+	pod := &corev1.Pod{}
+	if gerr := r.Client.Get(ctx, client.ObjectKey{Namespace: sts.Namespace, Name: srv.Pod}, pod); gerr != nil {
+		return gerr
+	}
+	patch := client.MergeFrom(pod.DeepCopy())
+	delete(pod.Annotations, inject.AnnResetReplica)
+	if op.Result == ResultOK {
+		pod.Annotations[inject.AnnDetached] = "true"
+	}
+	if perr := r.Client.Patch(ctx, pod, patch); perr != nil {
+		return perr
+	}
+	kind := corev1.EventTypeNormal
+	if op.Result != ResultOK {
+		kind = corev1.EventTypeWarning
+	}
+	r.Recorder.Event(sts, kind, "ResetReplica", op.Message)
+	return r.annotate(ctx, sts, "", &op)
 }
 
 // takeover hands the master role to target gracefully: the old master stops taking
@@ -620,7 +725,7 @@ func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods 
 			}
 			if ss := s.SemiSync; plan.Roles[pod.Name] == RoleMaster && ss.MasterEnabled {
 				st.SemiSync = fmt.Sprintf("on: %d replica(s) acknowledge commits", ss.MasterClients)
-				if !ss.MasterActive {
+				if !ss.Waiting() {
 					st.SemiSync = "fallen back to async: no replica acknowledges commits"
 				}
 			}

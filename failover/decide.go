@@ -37,6 +37,10 @@ type Server struct {
 	Lag time.Duration
 	// CloneGTID is the position a clone of this pod ended at, when known.
 	CloneGTID string
+	// Detached: a reset-replica request detached this replica; it is not repointed
+	// until the pod's detached annotation is removed. ResetRequested: the request is
+	// pending on the pod.
+	Detached, ResetRequested bool
 	// Login is the account the probe succeeded with: replicant's admin, or root on a
 	// server that does not have replicant's users yet.
 	Login mysql.User
@@ -159,7 +163,7 @@ func Decide(s Snapshot) Plan {
 			p.Fence = append(p.Fence, srv.Pod)
 			p.Reasons = append(p.Reasons, fmt.Sprintf("%s is writable but not the master: fence it", srv.Pod))
 		}
-		if !master.Reachable {
+		if !master.Reachable || srv.Detached {
 			p.Healthy[srv.Pod] = false
 			continue
 		}
@@ -208,7 +212,7 @@ func decideFailover(s Snapshot, master Server, p *Plan) {
 		if r := srv.State.Replica; r != nil && r.IORunning == "Yes" {
 			agree = false
 		}
-		if len(srv.State.BinlogState.Errant(master.State.BinlogState)) == 0 || master.State.BinlogState.Empty() {
+		if !srv.Detached && (len(srv.State.BinlogState.Errant(master.State.BinlogState)) == 0 || master.State.BinlogState.Empty()) {
 			candidates = append(candidates, srv)
 		}
 	}
@@ -303,6 +307,9 @@ func FailoverTarget(s Snapshot, p Plan, request string) (string, error) {
 		case p.Quarantine[srv.Pod] != nil:
 			excluded = append(excluded, fmt.Sprintf("%s has errant transactions %v", srv.Pod, p.Quarantine[srv.Pod]))
 			continue
+		case srv.Detached:
+			excluded = append(excluded, srv.Pod+" is detached (reset-replica)")
+			continue
 		}
 		if request == "any" || request == srv.Pod {
 			candidates = append(candidates, srv)
@@ -318,4 +325,18 @@ func FailoverTarget(s Snapshot, p Plan, request string) (string, error) {
 		return "", fmt.Errorf("%s is not a reachable replica of cluster %s without errant transactions", request, s.Cluster)
 	}
 	return MostAdvanced(candidates).Pod, nil
+}
+
+// ValidateResetReplica says why pod cannot be detached now, or nil.
+func ValidateResetReplica(s Snapshot, pod string) error {
+	srv := s.server(pod)
+	switch {
+	case srv == nil:
+		return fmt.Errorf("%s is not a pod of cluster %s", pod, s.Cluster)
+	case pod == s.Master:
+		return fmt.Errorf("%s is the master: take over to another pod first", pod)
+	case !srv.Reachable:
+		return fmt.Errorf("%s is unreachable: %s", pod, srv.Err)
+	}
+	return nil
 }

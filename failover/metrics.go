@@ -64,7 +64,7 @@ func observeMetrics(namespace string, snap Snapshot, plan Plan) {
 			master = 1
 			if srv.Reachable && srv.State.SemiSync.MasterEnabled {
 				active := 0.0
-				if srv.State.SemiSync.MasterActive {
+				if srv.State.SemiSync.Waiting() {
 					active = 1
 				}
 				semiSyncActive.WithLabelValues(namespace, snap.Cluster).Set(active)

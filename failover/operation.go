@@ -29,6 +29,7 @@ const (
 	OpFailover       = "failover"
 	OpForcedFailover = "forced-failover"
 	OpTakeover       = "takeover"
+	OpResetReplica   = "reset-replica"
 
 	ResultOK      = "ok"
 	ResultFailed  = "failed"

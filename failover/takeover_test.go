@@ -27,6 +27,18 @@ func (cl *cluster) request(key, value string) {
 	}
 }
 
+// lastOperation reads the StatefulSet's last-operation annotation.
+func (cl *cluster) lastOperation() failover.Operation {
+	cl.t.Helper()
+	sts := &appsv1.StatefulSet{}
+	if err := cl.c.Get(cl.ctx, client.ObjectKey{Namespace: "default", Name: "db"}, sts); err != nil {
+		cl.t.Fatal(err)
+	}
+	var op failover.Operation
+	_ = json.Unmarshal([]byte(sts.Annotations[inject.AnnLastOperation]), &op)
+	return op
+}
+
 // outcome waits until the request annotation is gone and returns the last operation.
 func (cl *cluster) outcome(key string) failover.Operation {
 	cl.t.Helper()

@@ -56,9 +56,12 @@ const (
 	AnnFailoverTo    = Prefix + "failover-to"
 	AnnMaster        = Prefix + "master"
 	AnnLastOperation = Prefix + "last-operation"
-	// AnnStatus and AnnResetReplica live on pods.
+	// AnnStatus, AnnResetReplica and AnnDetached live on pods. reset-replica: "true"
+	// asks the controller to detach a replica (RESET SLAVE ALL); it then marks the
+	// pod detached: "true" and leaves it alone until that annotation is removed.
 	AnnStatus       = Prefix + "status"
 	AnnResetReplica = Prefix + "reset-replica"
+	AnnDetached     = Prefix + "detached"
 	// AnnInjected on the pod template records what the webhook injected:
 	// "<replicant version>/<hash of the injected parts>".
 	AnnInjected = Prefix + "injected"

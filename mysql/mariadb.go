@@ -77,6 +77,12 @@ type SemiSync struct {
 	ReplicaActive  bool
 }
 
+// Waiting reports whether the master's commits really wait for a replica's
+// acknowledgement: semi-sync enabled, not fallen back to async, and at least one
+// semi-sync replica connected (with rpl_semi_sync_master_wait_no_slave=OFF the
+// status stays ON while nobody is there to acknowledge).
+func (s SemiSync) Waiting() bool { return s.MasterEnabled && s.MasterActive && s.MasterClients > 0 }
+
 // MariaDB is the MariaDB flavor (10.6+; tested with 10.11).
 type MariaDB struct{}
 
