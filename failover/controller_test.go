@@ -65,7 +65,18 @@ func startClusterWith(t testing.TB, n int, o clusterOptions) *cluster {
 
 	sts := fixture.StatefulSet("default", "db")
 	sts.Spec.Replicas = func(i int32) *int32 { return &i }(int32(n))
-	sts.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "MARIADB_ROOT_PASSWORD", Value: mariadb.RootPassword}}
+	// The root password as users usually give it: from a Secret of theirs (the
+	// partition test gives it literally).
+	rootEnv := corev1.EnvVar{Name: "MARIADB_ROOT_PASSWORD", Value: mariadb.RootPassword}
+	if o.addressing != failover.SourceReportHost {
+		if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-root", Namespace: "default"},
+			StringData: map[string]string{"password": mariadb.RootPassword}}); err != nil {
+			t.Fatal(err)
+		}
+		rootEnv = corev1.EnvVar{Name: "MARIADB_ROOT_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "db-root"}, Key: "password"}}}
+	}
+	sts.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{rootEnv}
 	if err := c.Create(ctx, sts); err != nil {
 		t.Fatal(err)
 	}

@@ -243,3 +243,38 @@ func TestMasterKilledUnderWriteLoad(t *testing.T) {
 		t.Errorf("the old master is writable")
 	}
 }
+
+// TestOldMasterWithErrantWriteIsQuarantined: the master takes a write no replica
+// ever receives, then dies; after the failover it returns holding that write. It is
+// kept read-only and out of the Services, reported with the GTID, never overwritten.
+func TestOldMasterWithErrantWriteIsQuarantined(t *testing.T) {
+	cl := startCluster(t, 3)
+	cl.eventually("bootstrap", cl.want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	cl.createApp()
+	cl.servers[1].Exec(cl.ctx, "STOP SLAVE IO_THREAD")
+	cl.servers[2].Exec(cl.ctx, "STOP SLAVE IO_THREAD")
+	cl.servers[0].Exec(cl.ctx, "INSERT INTO app.w VALUES (42)") // only db-0 has it
+	cl.servers[0].Kill()
+	cl.eventually("failover", func() error {
+		if m := cl.master(); m == "db-0" {
+			return fmt.Errorf("master still db-0")
+		}
+		return nil
+	})
+	newMaster := cl.master()
+	cl.servers[0].Restart()
+	want := map[string]string{"db-0": "replica/no", "db-1": "replica/yes", "db-2": "replica/yes"}
+	want[newMaster] = "master/yes"
+	cl.eventually("old master quarantined", cl.want(want))
+	cl.event("ErrantTransactions")
+	if !cl.readOnly(cl.servers[0]) {
+		t.Errorf("the quarantined old master is writable")
+	}
+	var n int
+	if err := cl.servers[0].DB().QueryRow("SELECT COUNT(*) FROM app.w WHERE id = 42").Scan(&n); err != nil || n != 1 {
+		t.Errorf("the errant row was overwritten on the old master (%d, %v)", n, err)
+	}
+	if rs := replicaStatus(t, cl.servers[0]); rs != nil {
+		t.Errorf("the quarantined old master replicates: %+v", rs)
+	}
+}
