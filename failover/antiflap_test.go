@@ -24,13 +24,7 @@ func TestSecondFailureInsideTheWindowWaitsForARequest(t *testing.T) {
 	}
 
 	cl.servers[0].Kill()
-	cl.eventually("first failover", func() error {
-		if m := cl.master(); m == "db-0" {
-			return fmt.Errorf("master still db-0")
-		}
-		return nil
-	})
-	first := cl.master()
+	first := cl.failoverFrom("db-0")
 	cl.eventually("replicas follow", func() error {
 		got, err := cl.topology()
 		if err != nil {

@@ -26,6 +26,18 @@ func (cl *cluster) master() string {
 	return sts.Annotations[inject.AnnMaster]
 }
 
+// failoverFrom waits until the master is another pod than old, and returns it.
+func (cl *cluster) failoverFrom(old string) string {
+	cl.t.Helper()
+	cl.eventually("failover from "+old, func() error {
+		if m := cl.master(); m == old || m == "" {
+			return fmt.Errorf("master still %q", m)
+		}
+		return nil
+	})
+	return cl.master()
+}
+
 func (cl *cluster) server(pod string) *mariadb.Server {
 	for _, s := range cl.servers {
 		if s.Name == pod {
@@ -179,13 +191,7 @@ func TestMasterKilledUnderWriteLoad(t *testing.T) {
 
 	killedAt := time.Now()
 	cl.servers[0].Kill()
-	cl.eventually("failover", func() error {
-		if m := cl.master(); m == "db-0" || m == "" {
-			return fmt.Errorf("master still %q", m)
-		}
-		return nil
-	})
-	newMaster := cl.server(cl.master())
+	newMaster := cl.server(cl.failoverFrom("db-0"))
 	t.Logf("failed over to %s %v after the kill", newMaster.Name, time.Since(killedAt).Round(time.Millisecond))
 	w.waitFor("writes on the new master", 100)
 	w.finish()
@@ -255,13 +261,7 @@ func TestOldMasterWithErrantWriteIsQuarantined(t *testing.T) {
 	cl.servers[2].Exec(cl.ctx, "STOP SLAVE IO_THREAD")
 	cl.servers[0].Exec(cl.ctx, "INSERT INTO app.w VALUES (42)") // only db-0 has it
 	cl.servers[0].Kill()
-	cl.eventually("failover", func() error {
-		if m := cl.master(); m == "db-0" {
-			return fmt.Errorf("master still db-0")
-		}
-		return nil
-	})
-	newMaster := cl.master()
+	newMaster := cl.failoverFrom("db-0")
 	cl.servers[0].Restart()
 	want := map[string]string{"db-0": "replica/no", "db-1": "replica/yes", "db-2": "replica/yes"}
 	want[newMaster] = "master/yes"
