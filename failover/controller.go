@@ -683,24 +683,6 @@ func (r *Reconciler) repoint(ctx context.Context, srv, master Server, creds Cred
 	return conn.StartReplica(ctx)
 }
 
-// podStatus is the replicant.dev/status annotation of a pod.
-type podStatus struct {
-	Reachable   bool   `json:"reachable"`
-	Version     string `json:"version,omitempty"`
-	ReadOnly    bool   `json:"readOnly"`
-	GTID        string `json:"gtid,omitempty"`
-	IOThread    string `json:"ioThread,omitempty"`
-	SQLThread   bool   `json:"sqlThread"`
-	LagSeconds  *int64 `json:"lagSeconds,omitempty"`
-	Source      string `json:"source,omitempty"`
-	LastError   string `json:"lastError,omitempty"`
-	BinlogFmt   string `json:"binlogFormat,omitempty"`
-	ReportHost  string `json:"reportHost,omitempty"`
-	ErrantGTIDs string `json:"errantGTIDs,omitempty"`
-	// SemiSync, on the master: whether commits wait for a replica's acknowledgement.
-	SemiSync string `json:"semiSync,omitempty"`
-}
-
 // publish writes role and health labels and the status annotation on every pod.
 func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods []corev1.Pod, snap Snapshot, plan Plan) error {
 	for i := range pods {
@@ -709,7 +691,15 @@ func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods 
 		if srv == nil {
 			continue
 		}
-		st := podStatus{Reachable: srv.Reachable, LastError: srv.Err}
+		st := PodStatus{Reachable: srv.Reachable, LastError: srv.Err}
+		if !srv.Reachable {
+			// Keep what was last known of an unreachable server (orchestrator shows
+			// "unknown,invalid" with the version it knew).
+			var last PodStatus
+			if json.Unmarshal([]byte(pod.Annotations[inject.AnnStatus]), &last) == nil {
+				st.Version, st.ReadOnly, st.BinlogFmt, st.ReportHost = last.Version, last.ReadOnly, last.BinlogFmt, last.ReportHost
+			}
+		}
 		if srv.Reachable {
 			s := srv.State
 			st.Version, st.ReadOnly, st.GTID, st.BinlogFmt, st.ReportHost = s.Version, s.ReadOnly, s.CurrentPos.String(), s.BinlogFormat, s.ReportHost
