@@ -55,8 +55,16 @@ func TestTopologyGolden(t *testing.T) {
 		"errant":                  {master("1"), errant, replica("2", 0)},
 		"aligned":                 {master("0"), replica("1", 0), long},
 		// seed lines 206-208
-		"master-unreachable": {downMaster, func() instance { r := replica("0", 0); r.Status.IOThread, r.Status.LagSeconds = "Connecting", nil; return r }(),
-			func() instance { r := replica("2", 0); r.Status.IOThread, r.Status.LagSeconds = "Connecting", nil; return r }()},
+		"master-unreachable": {downMaster, func() instance {
+			r := replica("0", 0)
+			r.Status.IOThread, r.Status.LagSeconds = "Connecting", nil
+			return r
+		}(),
+			func() instance {
+				r := replica("2", 0)
+				r.Status.IOThread, r.Status.LagSeconds = "Connecting", nil
+				return r
+			}()},
 	}
 	for name, instances := range cases {
 		t.Run(name, func(t *testing.T) {
