@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -14,7 +15,9 @@ import (
 var version = "dev"
 
 func main() {
-	if err := newRootCommand().Execute(); err != nil {
+	root := newRootCommand()
+	root.SetArgs(orchestratorArgs(os.Args[1:]))
+	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "replicant:", err)
 		os.Exit(1)
 	}
@@ -33,8 +36,24 @@ keeps the <sts>-master and <sts>-replicas Services right, and fails over.`,
 		SilenceErrors: true,
 	}
 	root.AddGroup(
+		&cobra.Group{ID: "cli", Title: "orchestrator-client verbs (also as -c VERB; kubectl replicant VERB):"},
 		&cobra.Group{ID: "server", Title: "Running replicant:"},
 	)
+	f := &cliFlags{}
+	for _, verb := range newCLICommands(f) {
+		fl := verb.Flags()
+		fl.StringVar(&f.kubeconfig, "kubeconfig", "", "path to the kubeconfig file")
+		fl.StringVar(&f.context, "context", "", "the kubeconfig context to use")
+		fl.StringVarP(&f.namespace, "namespace", "n", "", "namespace (default: the context's)")
+		fl.BoolVarP(&f.allNamespaces, "all-namespaces", "A", false, "look in every namespace")
+		fl.StringVarP(&f.alias, "alias", "a", "", "cluster alias: <statefulset>.<namespace>")
+		fl.StringVarP(&f.instanceName, "instance", "i", "", "instance: <pod>.<service>.<namespace>:3306")
+		fl.StringVarP(&f.dest, "destination", "d", "", "destination instance of a takeover")
+		fl.StringVarP(&f.output, "output", "o", "", "output format: json (topology)")
+		fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the controller to carry out a request")
+		fl.BoolVar(&f.noWait, "no-wait", false, "write the request and return at once")
+		root.AddCommand(verb)
+	}
 	manager := newManagerCommand()
 	manager.GroupID = "server"
 	sidecar := newSidecarCommand()

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/replicant-dev/replicant/failover"
+	"github.com/replicant-dev/replicant/inject"
+	"github.com/replicant-dev/replicant/test/controlplane"
+	"github.com/replicant-dev/replicant/test/fixture"
+)
+
+func TestOrchestratorArgs(t *testing.T) {
+	cases := map[string]string{
+		"-c topology -a db.default":             "topology -a db.default",
+		"-n prod -c which-master -a db.prod":    "which-master -n prod -a db.prod",
+		"--command=clusters":                    "clusters",
+		"topology -a db.default":                "topology -a db.default",
+		"graceful-master-takeover -a x -d y -c": "graceful-master-takeover -a x -d y -c",
+	}
+	for in, want := range cases {
+		if got := strings.Join(orchestratorArgs(strings.Fields(in)), " "); got != want {
+			t.Errorf("%q -> %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCLIReadsWhatTheControllerPublishes runs the read verbs against a real apiserver
+// holding a cluster as the controller publishes it, and checks that a request with
+// no controller to carry it out fails with a message a person can act on.
+func TestCLIReadsWhatTheControllerPublishes(t *testing.T) {
+	env := controlplane.Start(t, controlplane.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod"}}); err != nil {
+		t.Fatal(err)
+	}
+	sts := fixture.StatefulSet("prod", "db")
+	sts.Annotations = map[string]string{inject.AnnMaster: "db-1"}
+	if err := c.Create(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	lag := int64(3)
+	for _, p := range []struct {
+		name, role, healthy string
+		status              failover.PodStatus
+	}{
+		{"db-0", "replica", "yes", failover.PodStatus{Reachable: true, Version: "10.11.19-MariaDB-log", ReadOnly: true, BinlogFmt: "ROW", IOThread: "Yes", SQLThread: true, LagSeconds: &lag}},
+		{"db-1", "master", "yes", failover.PodStatus{Reachable: true, Version: "10.11.19-MariaDB-log", BinlogFmt: "ROW"}},
+		{"db-2", "replica", "no", failover.PodStatus{Reachable: false, Version: "10.11.19-MariaDB-log", ReadOnly: true, BinlogFmt: "ROW"}},
+	} {
+		status, _ := json.Marshal(p.status)
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: "prod",
+				Labels:      map[string]string{inject.LabelCluster: "db", inject.LabelRole: p.role, inject.LabelHealthy: p.healthy},
+				Annotations: map[string]string{inject.AnnStatus: string(status)}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "mariadb", Image: "mariadb:10.11"}}},
+		}
+		if err := c.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: env.Config.Host, CertificateAuthorityData: env.Config.CAData}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: env.Config.CertData, ClientKeyData: env.Config.KeyData}
+	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin", Namespace: "prod"}
+	cfg.CurrentContext = "test"
+	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, error) {
+		root := newRootCommand()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append(orchestratorArgs(args), "--kubeconfig", kubeconfig))
+		err := root.ExecuteContext(ctx)
+		return out.String(), err
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-c", "clusters"}, "db-1.mysql.prod:3306\n"},
+		{[]string{"clusters-alias", "-A"}, "db-1.mysql.prod:3306,db.prod\n"},
+		{[]string{"-c", "which-master", "-a", "db.prod"}, "db-1.mysql.prod:3306\n"},
+		{[]string{"which-replicas", "-i", "db-0.mysql.prod:3306"}, "db-0.mysql.prod:3306\ndb-2.mysql.prod:3306\n"},
+		{[]string{"-c", "topology", "-a", "db.prod"}, "" +
+			"db-1.mysql.prod:3306   [0s,ok,10.11.19-MariaDB-log,rw,ROW,>>,GTID]\n" +
+			"+ db-0.mysql.prod:3306 [3s,ok,10.11.19-MariaDB-log,ro,ROW,>>,GTID]\n" +
+			"- db-2.mysql.prod:3306 [unknown,invalid,10.11.19-MariaDB-log,ro,ROW,>>,GTID]\n"},
+	} {
+		out, err := run(tc.args...)
+		if err != nil || out != tc.want {
+			t.Errorf("%v: %v\n got %q\nwant %q", tc.args, err, out, tc.want)
+		}
+	}
+	out, err := run("topology", "-o", "json", "-a", "db.prod")
+	var parsed []map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &parsed) != nil || len(parsed) != 3 {
+		t.Errorf("topology -o json: %v %s", err, out)
+	}
+
+	// Errors a person can act on.
+	for args, want := range map[string]string{
+		"topology -a nope.prod":                                                    `unknown cluster alias "nope.prod"; known: db.prod`,
+		"topology -i db-9.mysql.prod:3306":                                         `instance "db-9.mysql.prod:3306" is not in any replicant cluster`,
+		"graceful-master-takeover -a db.prod":                                      "target instance not indicated, auto=false, and master db-1.mysql.prod:3306 has 2 replicas",
+		"graceful-master-takeover -a db.prod -d db-7":                              `instance "db-7" is not in cluster db.prod`,
+		"graceful-master-takeover -a db.prod -d db-0.mysql.prod:3306 --timeout 1s": "not picked up within 1s: is the replicant controller running?",
+	} {
+		_, err := run(strings.Fields(args)...)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", args, err, want)
+		}
+	}
+	// The request the controller would carry out is on the StatefulSet.
+	if err := c.Get(ctx, client.ObjectKeyFromObject(sts), sts); err != nil {
+		t.Fatal(err)
+	}
+	if got := sts.Annotations[inject.AnnTakeoverTo]; got != "db-0" {
+		t.Errorf("takeover request %q, want db-0", got)
+	}
+}
