@@ -10,6 +10,7 @@ import (
 
 	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/inject"
+	"github.com/replicant-dev/replicant/test/managed"
 	"github.com/replicant-dev/replicant/test/mariadb"
 )
 
@@ -29,12 +30,12 @@ func BenchmarkFailoverAndTakeover(b *testing.B) {
 		interval = d
 	}
 	b.Logf("probe interval %v", interval)
-	cl := startClusterWith(b, 3, clusterOptions{addressing: failover.SourcePodIP, antiFlap: time.Millisecond, probeInterval: interval})
+	cl := managed.StartWith(b, 3, managed.Options{Addressing: failover.SourcePodIP, AntiFlap: time.Millisecond, ProbeInterval: interval})
 	all := map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}
-	cl.eventually("bootstrap", cl.want(all))
+	cl.Eventually("bootstrap", cl.Want(all))
 	settled := func() {
-		cl.eventually("settled", func() error {
-			got, err := cl.topology()
+		cl.Eventually("settled", func() error {
+			got, err := cl.Topology()
 			if err != nil {
 				return err
 			}
@@ -57,16 +58,16 @@ func BenchmarkFailoverAndTakeover(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < rounds; i++ {
 		settled()
-		old := cl.server(cl.master())
+		old := cl.Server(cl.Master())
 		killed := time.Now()
 		old.Kill()
 		var next *mariadb.Server
-		cl.eventually("failover", func() error {
-			m := cl.master()
+		cl.Eventually("failover", func() error {
+			m := cl.Master()
 			if m == old.Name || m == "" {
 				return fmt.Errorf("master still %s", m)
 			}
-			if next = cl.server(m); cl.readOnly(next) {
+			if next = cl.Server(m); cl.ReadOnly(next) {
 				return fmt.Errorf("%s not writable yet", m)
 			}
 			return nil
@@ -77,15 +78,15 @@ func BenchmarkFailoverAndTakeover(b *testing.B) {
 	for i := 0; i < rounds; i++ {
 		settled()
 		target := ""
-		for _, s := range cl.servers {
-			if s.Name != cl.master() {
+		for _, s := range cl.Servers {
+			if s.Name != cl.Master() {
 				target = s.Name
 				break
 			}
 		}
 		asked := time.Now()
-		cl.request(inject.AnnTakeoverTo, target)
-		op := cl.outcome(inject.AnnTakeoverTo)
+		cl.Request(inject.AnnTakeoverTo, target)
+		op := cl.Outcome(inject.AnnTakeoverTo)
 		if op.Result != failover.ResultOK {
 			b.Fatalf("takeover %d: %+v", i, op)
 		}

@@ -10,42 +10,11 @@ import (
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
-	appsv1 "k8s.io/api/apps/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/replicant-dev/replicant/inject"
 	"github.com/replicant-dev/replicant/mysql"
+	"github.com/replicant-dev/replicant/test/managed"
 	"github.com/replicant-dev/replicant/test/mariadb"
 )
-
-func (cl *cluster) master() string {
-	sts := &appsv1.StatefulSet{}
-	if err := cl.c.Get(cl.ctx, client.ObjectKey{Namespace: "default", Name: "db"}, sts); err != nil {
-		return ""
-	}
-	return sts.Annotations[inject.AnnMaster]
-}
-
-// failoverFrom waits until the master is another pod than old, and returns it.
-func (cl *cluster) failoverFrom(old string) string {
-	cl.t.Helper()
-	cl.eventually("failover from "+old, func() error {
-		if m := cl.master(); m == old || m == "" {
-			return fmt.Errorf("master still %q", m)
-		}
-		return nil
-	})
-	return cl.master()
-}
-
-func (cl *cluster) server(pod string) *mariadb.Server {
-	for _, s := range cl.servers {
-		if s.Name == pod {
-			return s
-		}
-	}
-	return nil
-}
 
 func quickDB(s *mariadb.Server, app bool) *sql.DB {
 	cfg := gomysql.NewConfig()
@@ -62,8 +31,8 @@ func quickDB(s *mariadb.Server, app bool) *sql.DB {
 
 // createApp creates the app schema and an application user on the master (both
 // replicated).
-func (cl *cluster) createApp() {
-	cl.server(cl.master()).Exec(cl.ctx, "CREATE DATABASE app", "CREATE TABLE app.w (id INT PRIMARY KEY)",
+func createApp(cl *managed.Cluster) {
+	cl.Server(cl.Master()).Exec(cl.Ctx, "CREATE DATABASE app", "CREATE TABLE app.w (id INT PRIMARY KEY)",
 		"CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'", "GRANT SELECT, INSERT ON app.* TO 'app'@'%'")
 }
 
@@ -71,14 +40,14 @@ func (cl *cluster) createApp() {
 // master, as an application behind <sts>-master would, and records the ids whose
 // commit was acknowledged.
 type writer struct {
-	cl    *cluster
+	cl    *managed.Cluster
 	acked sync.Map
 	count atomic.Int64
 	stop  chan struct{}
 	done  chan struct{}
 }
 
-func (cl *cluster) startWriter() *writer {
+func startWriter(cl *managed.Cluster) *writer {
 	w := &writer{cl: cl, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -96,9 +65,9 @@ func (cl *cluster) startWriter() *writer {
 			default:
 			}
 			if master == "" {
-				master = cl.master()
+				master = cl.Master()
 			}
-			s := cl.server(master)
+			s := cl.Server(master)
 			if s == nil {
 				time.Sleep(50 * time.Millisecond)
 				continue
@@ -123,7 +92,7 @@ func (w *writer) finish() { close(w.stop); <-w.done }
 // waitFor waits until n more writes than now have been acknowledged.
 func (w *writer) waitFor(what string, n int64) {
 	before := w.count.Load()
-	w.cl.eventually(what, func() error {
+	w.cl.Eventually(what, func() error {
 		if got := w.count.Load() - before; got < n {
 			return fmt.Errorf("%d writes", got)
 		}
@@ -140,10 +109,10 @@ type writableChecker struct {
 	done       chan struct{}
 }
 
-func (cl *cluster) startChecker() *writableChecker {
+func startChecker(cl *managed.Cluster) *writableChecker {
 	c := &writableChecker{stop: make(chan struct{}), done: make(chan struct{})}
-	dbs := make([]*sql.DB, len(cl.servers))
-	for i, s := range cl.servers {
+	dbs := make([]*sql.DB, len(cl.Servers))
+	for i, s := range cl.Servers {
 		dbs[i] = quickDB(s, false)
 	}
 	go func() {
@@ -182,16 +151,16 @@ func (c *writableChecker) finish() { close(c.stop); <-c.done }
 // at no instant are two servers writable, and the old master comes back as a replica
 // (or, when it holds a transaction nobody acknowledged, is quarantined).
 func TestMasterKilledUnderWriteLoad(t *testing.T) {
-	cl := startCluster(t, 3)
-	cl.eventually("bootstrap", cl.want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
-	cl.createApp()
-	checker := cl.startChecker()
-	w := cl.startWriter()
+	cl := managed.Start(t, 3)
+	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	createApp(cl)
+	checker := startChecker(cl)
+	w := startWriter(cl)
 	w.waitFor("writes flowing", 200)
 
 	killedAt := time.Now()
-	cl.servers[0].Kill()
-	newMaster := cl.server(cl.failoverFrom("db-0"))
+	cl.Servers[0].Kill()
+	newMaster := cl.Server(cl.FailoverFrom("db-0"))
 	t.Logf("failed over to %s %v after the kill", newMaster.Name, time.Since(killedAt).Round(time.Millisecond))
 	w.waitFor("writes on the new master", 100)
 	w.finish()
@@ -226,7 +195,7 @@ func TestMasterKilledUnderWriteLoad(t *testing.T) {
 
 	// The old master returns: it rejoins under the new master, or is quarantined
 	// when it holds a transaction no replica acknowledged.
-	old := cl.servers[0]
+	old := cl.Servers[0]
 	old.Restart()
 	oldConn, _ := mysql.Open(mysql.Config{Addr: old.Addr(), User: "root", Password: mariadb.RootPassword}, nil)
 	defer oldConn.Close()
@@ -244,8 +213,8 @@ func TestMasterKilledUnderWriteLoad(t *testing.T) {
 		want["db-0"] = "replica/no"
 		t.Logf("the old master holds unacknowledged transactions %v: expect quarantine", errant)
 	}
-	cl.eventually("old master back", cl.want(want))
-	if !cl.readOnly(old) {
+	cl.Eventually("old master back", cl.Want(want))
+	if !cl.ReadOnly(old) {
 		t.Errorf("the old master is writable")
 	}
 }
@@ -254,27 +223,27 @@ func TestMasterKilledUnderWriteLoad(t *testing.T) {
 // ever receives, then dies; after the failover it returns holding that write. It is
 // kept read-only and out of the Services, reported with the GTID, never overwritten.
 func TestOldMasterWithErrantWriteIsQuarantined(t *testing.T) {
-	cl := startCluster(t, 3)
-	cl.eventually("bootstrap", cl.want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
-	cl.createApp()
-	cl.servers[1].Exec(cl.ctx, "STOP SLAVE IO_THREAD")
-	cl.servers[2].Exec(cl.ctx, "STOP SLAVE IO_THREAD")
-	cl.servers[0].Exec(cl.ctx, "INSERT INTO app.w VALUES (42)") // only db-0 has it
-	cl.servers[0].Kill()
-	newMaster := cl.failoverFrom("db-0")
-	cl.servers[0].Restart()
+	cl := managed.Start(t, 3)
+	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	createApp(cl)
+	cl.Servers[1].Exec(cl.Ctx, "STOP SLAVE IO_THREAD")
+	cl.Servers[2].Exec(cl.Ctx, "STOP SLAVE IO_THREAD")
+	cl.Servers[0].Exec(cl.Ctx, "INSERT INTO app.w VALUES (42)") // only db-0 has it
+	cl.Servers[0].Kill()
+	newMaster := cl.FailoverFrom("db-0")
+	cl.Servers[0].Restart()
 	want := map[string]string{"db-0": "replica/no", "db-1": "replica/yes", "db-2": "replica/yes"}
 	want[newMaster] = "master/yes"
-	cl.eventually("old master quarantined", cl.want(want))
-	cl.event("ErrantTransactions")
-	if !cl.readOnly(cl.servers[0]) {
+	cl.Eventually("old master quarantined", cl.Want(want))
+	cl.Event("ErrantTransactions")
+	if !cl.ReadOnly(cl.Servers[0]) {
 		t.Errorf("the quarantined old master is writable")
 	}
 	var n int
-	if err := cl.servers[0].DB().QueryRow("SELECT COUNT(*) FROM app.w WHERE id = 42").Scan(&n); err != nil || n != 1 {
+	if err := cl.Servers[0].DB().QueryRow("SELECT COUNT(*) FROM app.w WHERE id = 42").Scan(&n); err != nil || n != 1 {
 		t.Errorf("the errant row was overwritten on the old master (%d, %v)", n, err)
 	}
-	if rs := replicaStatus(t, cl.servers[0]); rs != nil {
+	if rs := replicaStatus(t, cl.Servers[0]); rs != nil {
 		t.Errorf("the quarantined old master replicates: %+v", rs)
 	}
 }

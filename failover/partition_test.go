@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/replicant-dev/replicant/failover"
+	"github.com/replicant-dev/replicant/test/managed"
 	"github.com/replicant-dev/replicant/test/mariadb"
 )
 
@@ -72,9 +73,9 @@ func (p *proxy) cut() {
 // report_host, still receive from it. No failover.
 func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 	var path *proxy
-	cl := startClusterWith(t, 3, clusterOptions{
-		addressing: failover.SourceReportHost,
-		podIP: func(s *mariadb.Server) string {
+	cl := managed.StartWith(t, 3, managed.Options{
+		Addressing: failover.SourceReportHost,
+		PodIP: func(s *mariadb.Server) string {
 			if s.Name != "db-0" {
 				return s.Host
 			}
@@ -82,15 +83,15 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 			return path.addr
 		},
 	})
-	cl.eventually("bootstrap", cl.want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
 	path.cut()
-	cl.event("FailoverHeld")
+	cl.Event("FailoverHeld")
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		if m := cl.master(); m != "db-0" {
+		if m := cl.Master(); m != "db-0" {
 			t.Fatalf("failed over to %s although the replicas still receive from db-0", m)
 		}
 	}
-	if cl.readOnly(cl.servers[0]) || !cl.readOnly(cl.servers[1]) || !cl.readOnly(cl.servers[2]) {
-		t.Errorf("read_only changed: %v %v %v", cl.readOnly(cl.servers[0]), cl.readOnly(cl.servers[1]), cl.readOnly(cl.servers[2]))
+	if cl.ReadOnly(cl.Servers[0]) || !cl.ReadOnly(cl.Servers[1]) || !cl.ReadOnly(cl.Servers[2]) {
+		t.Errorf("read_only changed: %v %v %v", cl.ReadOnly(cl.Servers[0]), cl.ReadOnly(cl.Servers[1]), cl.ReadOnly(cl.Servers[2]))
 	}
 }

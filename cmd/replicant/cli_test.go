@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,24 +73,8 @@ func TestCLIReadsWhatTheControllerPublishes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: env.Config.Host, CertificateAuthorityData: env.Config.CAData}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: env.Config.CertData, ClientKeyData: env.Config.KeyData}
-	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin", Namespace: "prod"}
-	cfg.CurrentContext = "test"
-	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	run := func(args ...string) (string, error) {
-		root := newRootCommand()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetErr(&out)
-		root.SetArgs(append(orchestratorArgs(args), "--kubeconfig", kubeconfig))
-		err := root.ExecuteContext(ctx)
-		return out.String(), err
-	}
+	kubeconfig := writeKubeconfig(t, env.Config, "prod", "")
+	run := cliRunner(ctx, kubeconfig)
 
 	for _, tc := range []struct {
 		args []string
@@ -134,5 +119,34 @@ func TestCLIReadsWhatTheControllerPublishes(t *testing.T) {
 	}
 	if got := sts.Annotations[inject.AnnTakeoverTo]; got != "db-0" {
 		t.Errorf("takeover request %q, want db-0", got)
+	}
+}
+
+// writeKubeconfig writes a kubeconfig for cfg's admin credentials, in namespace,
+// impersonating a user when impersonate is set.
+func writeKubeconfig(t *testing.T, cfg *rest.Config, namespace, impersonate string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["user"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Impersonate: impersonate}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "user", Namespace: namespace}
+	kc.CurrentContext = "test"
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// cliRunner runs the binary's root command in-process, as a user types it.
+func cliRunner(ctx context.Context, kubeconfig string) func(args ...string) (string, error) {
+	return func(args ...string) (string, error) {
+		root := newRootCommand()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append(orchestratorArgs(args), "--kubeconfig", kubeconfig))
+		err := root.ExecuteContext(ctx)
+		return out.String(), err
 	}
 }

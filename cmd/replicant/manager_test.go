@@ -16,8 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -55,18 +53,7 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 	t.Setenv("REPLICANT_IMAGE", "")
 
 	// A kubeconfig for the ServiceAccount: the admin's credentials, impersonating it.
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: env.Config.Host, CertificateAuthorityData: env.Config.CAData}
-	cfg.AuthInfos["sa"] = &clientcmdapi.AuthInfo{
-		ClientCertificateData: env.Config.CertData, ClientKeyData: env.Config.KeyData,
-		Impersonate: "system:serviceaccount:" + ns + ":replicant",
-	}
-	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "sa"}
-	cfg.CurrentContext = "test"
-	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := writeKubeconfig(t, env.Config, ns, "system:serviceaccount:"+ns+":replicant")
 
 	probeAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	mgrCtx, stopManager := context.WithCancel(ctx)

@@ -1,0 +1,299 @@
+// Package managed runs a replicant-managed cluster for tests: a real kube-apiserver,
+// a StatefulSet whose pods' IPs are real mariadbd servers on loopback addresses, and
+// the real controller (package failover) in a manager. Helpers wait for topologies,
+// Events and request outcomes, bounded in time.
+package managed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/replicant-dev/replicant/failover"
+	"github.com/replicant-dev/replicant/inject"
+	"github.com/replicant-dev/replicant/test/controlplane"
+	"github.com/replicant-dev/replicant/test/fixture"
+	"github.com/replicant-dev/replicant/test/mariadb"
+)
+
+// cluster is a StatefulSet in a real apiserver whose pods' IPs are real mariadbd
+// servers on loopback addresses, run by the controller.
+type Cluster struct {
+	T       testing.TB
+	Ctx     context.Context
+	C       client.Client
+	Sts     *appsv1.StatefulSet
+	Servers []*mariadb.Server
+	// Env is the control plane (its Config reaches the apiserver as admin).
+	Env *controlplane.Env
+}
+
+func Start(t testing.TB, n int) *Cluster {
+	return StartWith(t, n, Options{Addressing: failover.SourcePodIP})
+}
+
+type Options struct {
+	Addressing failover.SourceAddressing
+	// podIP, when set, gives the address a pod shows instead of its server's.
+	PodIP func(*mariadb.Server) string
+	// antiFlap, when set, replaces the default anti-flapping window.
+	AntiFlap time.Duration
+	// probeInterval, when set, replaces the tests' 300 ms.
+	ProbeInterval time.Duration
+}
+
+func StartWith(t testing.TB, n int, o Options) *Cluster {
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	servers := mariadb.Start(t, n, mariadb.Options{Cluster: "db", ReportHostIsAddress: o.Addressing == failover.SourceReportHost})
+	env := controlplane.Start(t, controlplane.Options{})
+	c := env.Client
+
+	sts := fixture.StatefulSet("default", "db")
+	sts.Spec.Replicas = func(i int32) *int32 { return &i }(int32(n))
+	// The root password as users usually give it: from a Secret of theirs (the
+	// partition test gives it literally).
+	rootEnv := corev1.EnvVar{Name: "MARIADB_ROOT_PASSWORD", Value: mariadb.RootPassword}
+	if o.Addressing != failover.SourceReportHost {
+		if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-root", Namespace: "default"},
+			StringData: map[string]string{"password": mariadb.RootPassword}}); err != nil {
+			t.Fatal(err)
+		}
+		rootEnv = corev1.EnvVar{Name: "MARIADB_ROOT_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "db-root"}, Key: "password"}}}
+	}
+	sts.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{rootEnv}
+	if err := c.Create(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range servers {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: "default",
+				Labels:          map[string]string{"app": "db", inject.LabelCluster: "db"},
+				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(sts, appsv1.SchemeGroupVersion.WithKind("StatefulSet"))}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "mariadb", Image: "mariadb:10.11"}}},
+		}
+		if err := c.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		ip := s.Host
+		if o.PodIP != nil {
+			ip = o.PodIP(s)
+		}
+		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
+		if err := c.Status().Update(ctx, pod); err != nil {
+			t.Fatalf("pod %d status: %v", i, err)
+		}
+	}
+
+	managed, _ := labels.Parse(inject.LabelCluster)
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {Label: managed}, &corev1.Service{}: {Label: managed}}},
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+		// Each test runs its own manager in this process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &failover.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("replicant"),
+		Options: failover.Options{ProbeInterval: o.ProbeInterval, Addressing: o.Addressing, AntiFlap: o.AntiFlap}}
+	if r.Options.ProbeInterval == 0 {
+		r.Options.ProbeInterval = 300 * time.Millisecond
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	mgrCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mgrCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+	return &Cluster{T: t, Ctx: ctx, C: c, Sts: sts, Servers: servers, Env: env}
+}
+
+// eventually retries check every 200ms for at most 60s.
+func (cl *Cluster) Eventually(what string, check func() error) {
+	cl.T.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			cl.T.Fatalf("%s: not after 60s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// topology is "pod=role/healthy" for every pod.
+func (cl *Cluster) Topology() (map[string]string, error) {
+	pods := &corev1.PodList{}
+	if err := cl.C.List(cl.Ctx, pods, client.InNamespace("default")); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, p := range pods.Items {
+		out[p.Name] = p.Labels[inject.LabelRole] + "/" + p.Labels[inject.LabelHealthy]
+	}
+	return out, nil
+}
+
+func (cl *Cluster) Want(topology map[string]string) func() error {
+	return func() error {
+		got, err := cl.Topology()
+		if err != nil {
+			return err
+		}
+		if fmt.Sprint(got) != fmt.Sprint(topology) {
+			pods := &corev1.PodList{}
+			cl.C.List(cl.Ctx, pods, client.InNamespace("default"))
+			var status []string
+			for _, p := range pods.Items {
+				status = append(status, p.Name+": "+p.Annotations[inject.AnnStatus])
+			}
+			return fmt.Errorf("topology %v, want %v; status %v", got, topology, status)
+		}
+		return nil
+	}
+}
+
+// event waits for an Event with reason on the StatefulSet.
+func (cl *Cluster) Event(reason string) {
+	cl.T.Helper()
+	cl.Eventually(reason+" event", func() error {
+		events := &corev1.EventList{}
+		if err := cl.C.List(cl.Ctx, events, client.InNamespace("default")); err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.Reason == reason && e.InvolvedObject.Name == "db" {
+				return nil
+			}
+		}
+		return fmt.Errorf("none among %d events", len(events.Items))
+	})
+}
+
+func (cl *Cluster) ReadOnly(s *mariadb.Server) bool {
+	cl.T.Helper()
+	var ro bool
+	if err := s.DB().QueryRow("SELECT @@read_only").Scan(&ro); err != nil {
+		cl.T.Fatal(err)
+	}
+	return ro
+}
+
+func (cl *Cluster) Master() string {
+	sts := &appsv1.StatefulSet{}
+	if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: "db"}, sts); err != nil {
+		return ""
+	}
+	return sts.Annotations[inject.AnnMaster]
+}
+
+// failoverFrom waits until the master is another pod than old, and returns it.
+func (cl *Cluster) FailoverFrom(old string) string {
+	cl.T.Helper()
+	cl.Eventually("failover from "+old, func() error {
+		if m := cl.Master(); m == old || m == "" {
+			return fmt.Errorf("master still %q", m)
+		}
+		return nil
+	})
+	return cl.Master()
+}
+
+func (cl *Cluster) Server(pod string) *mariadb.Server {
+	for _, s := range cl.Servers {
+		if s.Name == pod {
+			return s
+		}
+	}
+	return nil
+}
+
+// request sets a request annotation on the StatefulSet, as the CLI or kubectl does.
+func (cl *Cluster) Request(key, value string) {
+	cl.T.Helper()
+	sts := &appsv1.StatefulSet{}
+	if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: "db"}, sts); err != nil {
+		cl.T.Fatal(err)
+	}
+	patch := client.MergeFrom(sts.DeepCopy())
+	sts.Annotations[key] = value
+	if err := cl.C.Patch(cl.Ctx, sts, patch); err != nil {
+		cl.T.Fatal(err)
+	}
+}
+
+// lastOperation reads the StatefulSet's last-operation annotation.
+func (cl *Cluster) LastOperation() failover.Operation {
+	cl.T.Helper()
+	sts := &appsv1.StatefulSet{}
+	if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: "db"}, sts); err != nil {
+		cl.T.Fatal(err)
+	}
+	var op failover.Operation
+	_ = json.Unmarshal([]byte(sts.Annotations[inject.AnnLastOperation]), &op)
+	return op
+}
+
+// outcome waits until the request annotation is gone and returns the last operation.
+func (cl *Cluster) Outcome(key string) failover.Operation {
+	cl.T.Helper()
+	var op failover.Operation
+	cl.Eventually("request "+key+" carried out", func() error {
+		sts := &appsv1.StatefulSet{}
+		if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: "db"}, sts); err != nil {
+			return err
+		}
+		if _, pending := sts.Annotations[key]; pending {
+			return fmt.Errorf("still pending")
+		}
+		return json.Unmarshal([]byte(sts.Annotations[inject.AnnLastOperation]), &op)
+	})
+	return op
+}
+
+// annotatePod sets (value != "") or removes an annotation on a pod.
+func (cl *Cluster) AnnotatePod(pod, key, value string) {
+	cl.T.Helper()
+	p := &corev1.Pod{}
+	if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: pod}, p); err != nil {
+		cl.T.Fatal(err)
+	}
+	patch := client.MergeFrom(p.DeepCopy())
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	if value == "" {
+		delete(p.Annotations, key)
+	} else {
+		p.Annotations[key] = value
+	}
+	if err := cl.C.Patch(cl.Ctx, p, patch); err != nil {
+		cl.T.Fatal(err)
+	}
+}
