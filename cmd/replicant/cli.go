@@ -255,13 +255,19 @@ func newCLICommands(f *cliFlags) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.f.output == "json" {
+			switch c.f.output {
+			case "json":
 				enc := json.NewEncoder(c.out)
 				enc.SetIndent("", "  ")
 				return enc.Encode(k.instances())
+			case "wide":
+				fmt.Fprint(c.out, formatWide(k.instances()))
+				return nil
+			case "":
+				fmt.Fprint(c.out, formatTopology(k.instances()))
+				return nil
 			}
-			fmt.Fprint(c.out, formatTopology(k.instances()))
-			return nil
+			return fmt.Errorf("output %q: allowed: json, wide", c.f.output)
 		}),
 		verb("which-master", "Print the cluster's master instance", func(ctx context.Context, c *cli) error {
 			k, _, err := c.find(ctx)

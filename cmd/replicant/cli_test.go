@@ -100,6 +100,17 @@ func TestCLIReadsWhatTheControllerPublishes(t *testing.T) {
 		t.Errorf("topology -o json: %v %s", err, out)
 	}
 
+	out, err = run("topology", "-o", "wide", "-a", "db.prod")
+	if err != nil || !strings.HasPrefix(out, "INSTANCE") || !strings.Contains(out, "db-2.mysql.prod:3306  replica  no") {
+		t.Errorf("topology -o wide: %v\n%s", err, out)
+	}
+
+	// No permission: which verb on which resource.
+	nobody := cliRunner(ctx, writeKubeconfig(t, env.Config, "prod", "nobody"))
+	if _, err := nobody("clusters"); err == nil || !strings.Contains(err.Error(), `no permission to list statefulsets in namespace "prod"`) {
+		t.Errorf("without RBAC: %v", err)
+	}
+
 	// Errors a person can act on.
 	for args, want := range map[string]string{
 		"topology -a nope.prod":                                                    `unknown cluster alias "nope.prod"; known: db.prod`,

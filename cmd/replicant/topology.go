@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/replicant-dev/replicant/failover"
 )
@@ -93,5 +94,44 @@ func formatTopology(instances []instance) string {
 	for k, i := range sorted {
 		fmt.Fprintf(&b, "%-*s [%s]\n", width, heads[k], strings.Join(i.fields(), ","))
 	}
+	return b.String()
+}
+
+// formatWide is a table for people: one row per server with its role, health,
+// replication threads, lag, GTID position and last error.
+func formatWide(instances []instance) string {
+	var b strings.Builder
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "INSTANCE\tROLE\tHEALTHY\tREAD-ONLY\tIO\tSQL\tLAG\tGTID\tLAST ERROR")
+	for _, i := range instances {
+		role := "replica"
+		if i.Master {
+			role = "master"
+		}
+		if i.Detached {
+			role = "detached"
+		}
+		lag := "-"
+		if i.Status.LagSeconds != nil {
+			lag = fmt.Sprintf("%ds", *i.Status.LagSeconds)
+		}
+		healthy := "no"
+		if i.Healthy {
+			healthy = "yes"
+		}
+		io, sql := i.Status.IOThread, "No"
+		if io == "" {
+			io = "-"
+		}
+		if i.Status.SQLThread {
+			sql = "Yes"
+		}
+		errText := i.Status.LastError
+		if i.Status.ErrantGTIDs != "" {
+			errText = "errant " + i.Status.ErrantGTIDs + " " + errText
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", i.Name, role, healthy, i.Status.ReadOnly, io, sql, lag, i.Status.GTID, strings.TrimSpace(errText))
+	}
+	w.Flush()
 	return b.String()
 }
