@@ -77,6 +77,8 @@ type Reconciler struct {
 	// addrs are the server addresses each cluster had at the last probe, so that
 	// the pools of pods that went away are closed.
 	addrs map[types.NamespacedName]map[string]bool
+	// warnedHeadless records clusters already warned about their headless Service.
+	warnedHeadless map[types.NamespacedName]bool
 }
 
 // SetupWithManager registers the controller: StatefulSets that opted in, and their
@@ -107,6 +109,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.downSince = map[types.NamespacedName]time.Time{}
 	r.semiSync = map[types.NamespacedName]bool{}
 	r.addrs = map[types.NamespacedName]map[string]bool{}
+	r.warnedHeadless = map[types.NamespacedName]bool{}
 	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[inject.LabelInject] == inject.InjectEnabled })
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("replicant").
@@ -143,6 +146,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := ensureServices(ctx, r.Client, sts); err != nil {
 		return ctrl.Result{}, err
 	}
+	r.checkHeadlessService(ctx, req.NamespacedName, sts)
 	pods := &corev1.PodList{}
 	if err := r.Client.List(ctx, pods, client.InNamespace(sts.Namespace), client.MatchingLabels{inject.LabelCluster: sts.Name}); err != nil {
 		return ctrl.Result{}, err
@@ -185,6 +189,29 @@ func (r *Reconciler) countFailures(key types.NamespacedName, snap *Snapshot) {
 	snap.FailureThreshold = r.Options.FailureThreshold
 	snap.AntiFlap = r.Options.AntiFlap
 	snap.Now = now
+}
+
+// checkHeadlessService warns once when replicas address their source through the
+// user's headless Service and it publishes only Ready pods: a master whose readiness
+// probe fails would vanish from DNS, and its replicas with it.
+func (r *Reconciler) checkHeadlessService(ctx context.Context, key types.NamespacedName, sts *appsv1.StatefulSet) {
+	if r.Options.Addressing != SourceReportHost {
+		return
+	}
+	svc := &corev1.Service{}
+	if err := r.Reader.Get(ctx, client.ObjectKey{Namespace: sts.Namespace, Name: sts.Spec.ServiceName}, svc); err != nil {
+		return
+	}
+	r.mu.Lock()
+	warned := r.warnedHeadless[key]
+	fragile := !svc.Spec.PublishNotReadyAddresses
+	r.warnedHeadless[key] = fragile
+	r.mu.Unlock()
+	if fragile && !warned {
+		r.Recorder.Eventf(sts, corev1.EventTypeWarning, "HeadlessServiceFragile",
+			"Service %s publishes only Ready pods: replicas reach their source by <pod>.%s.%s, which stops resolving when the master's readiness probe fails; set spec.publishNotReadyAddresses: true",
+			svc.Name, svc.Name, sts.Namespace)
+	}
 }
 
 // closeGonePools closes the pools of addresses the cluster no longer has (a pod that

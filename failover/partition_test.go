@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/test/managed"
 	"github.com/replicant-dev/replicant/test/mariadb"
@@ -84,6 +87,15 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 		},
 	})
 	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	// Replicas address the master through the headless Service here: one that
+	// publishes only Ready pods is reported.
+	headless := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "mysql", Namespace: "default"},
+		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: map[string]string{"app": "db"},
+			Ports: []corev1.ServicePort{{Name: "mysql", Port: 3306}}}}
+	if err := cl.C.Create(cl.Ctx, headless); err != nil {
+		t.Fatal(err)
+	}
+	cl.Event("HeadlessServiceFragile")
 	path.cut()
 	cl.Event("FailoverHeld")
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
