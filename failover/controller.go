@@ -79,6 +79,9 @@ type Reconciler struct {
 	addrs map[types.NamespacedName]map[string]bool
 	// warnedHeadless records clusters already warned about their headless Service.
 	warnedHeadless map[types.NamespacedName]bool
+	// lastWarning is the last message of each repeated warning (by cluster and
+	// reason), so a condition that lasts is reported once, not every probe.
+	lastWarning map[string]string
 }
 
 // SetupWithManager registers the controller: StatefulSets that opted in, and their
@@ -110,6 +113,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.semiSync = map[types.NamespacedName]bool{}
 	r.addrs = map[types.NamespacedName]map[string]bool{}
 	r.warnedHeadless = map[types.NamespacedName]bool{}
+	r.lastWarning = map[string]string{}
 	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[inject.LabelInject] == inject.InjectEnabled })
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("replicant").
@@ -189,6 +193,19 @@ func (r *Reconciler) countFailures(key types.NamespacedName, snap *Snapshot) {
 	snap.FailureThreshold = r.Options.FailureThreshold
 	snap.AntiFlap = r.Options.AntiFlap
 	snap.Now = now
+}
+
+// warnOnce records a Warning Event unless the same message was the last one for this
+// cluster and reason ("reason/detail" keys keep one condition per pod apart).
+func (r *Reconciler) warnOnce(sts *appsv1.StatefulSet, reason, message string) {
+	key := sts.Namespace + "/" + sts.Name + "/" + reason
+	r.mu.Lock()
+	repeated := r.lastWarning[key] == message
+	r.lastWarning[key] = message
+	r.mu.Unlock()
+	if !repeated {
+		r.Recorder.Event(sts, corev1.EventTypeWarning, strings.SplitN(reason, "/", 2)[0], message)
+	}
 }
 
 // checkHeadlessService warns once when replicas address their source through the
@@ -397,7 +414,7 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snap
 			return err
 		}
 	case plan.Held != "":
-		r.Recorder.Event(sts, corev1.EventTypeWarning, "FailoverHeld", plan.Held)
+		r.warnOnce(sts, "FailoverHeld", plan.Held)
 	}
 	if master == nil || !master.Reachable {
 		return nil
@@ -436,9 +453,9 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snap
 		r.Recorder.Eventf(sts, corev1.EventTypeNormal, "Replicating", "%s replicates from %s", pod, master.Pod)
 	}
 	for pod, errant := range plan.Quarantine {
-		r.Recorder.Eventf(sts, corev1.EventTypeWarning, "ErrantTransactions",
+		r.warnOnce(sts, "ErrantTransactions/"+pod, fmt.Sprintf(
 			"%s holds transactions %v that master %s never had: kept read-only and out of the Services; resolve by hand (re-clone, or replay them on the master)",
-			pod, errant, master.Pod)
+			pod, errant, master.Pod))
 	}
 	if err := r.pool(master.Addr, creds.Admin).WriteHeartbeat(ctx); err != nil {
 		errs = append(errs, err)

@@ -223,8 +223,8 @@ func decideFailover(s Snapshot, master Server, p *Plan) {
 	case !s.AutoFailover:
 		p.Held = fmt.Sprintf("master %s is down; failover is manual (replicant.dev/failover): waiting for a request", master.Pod)
 	case !s.LastFailover.IsZero() && s.Now.Sub(s.LastFailover) < s.AntiFlap:
-		p.Held = fmt.Sprintf("master %s is down, but the last failover was %s ago (anti-flapping window %s): waiting for a request",
-			master.Pod, s.Now.Sub(s.LastFailover).Round(time.Second), s.AntiFlap)
+		p.Held = fmt.Sprintf("master %s is down, but the last failover ended at %s, inside the anti-flapping window of %s: waiting for a request (replicant.dev/failover-to)",
+			master.Pod, s.LastFailover.UTC().Format(time.RFC3339), s.AntiFlap)
 	case len(candidates) == 0:
 		p.Held = fmt.Sprintf("master %s is down and no replica can take over", master.Pod)
 	default:
