@@ -201,6 +201,15 @@ func (c *cli) request(ctx context.Context, k cluster, obj client.Object, key, va
 	return failover.Operation{}, fmt.Errorf("the request was not picked up within %s: is the replicant controller running? (%s is still set)", c.f.timeout, key)
 }
 
+// ask writes a request, waits for it, and reports its outcome.
+func (c *cli) ask(ctx context.Context, k cluster, obj client.Object, key, value, op string) error {
+	result, err := c.request(ctx, k, obj, key, value, op)
+	if err != nil {
+		return err
+	}
+	return c.outcome(k, result)
+}
+
 // outcome prints what the controller reported and fails on anything but ok.
 func (c *cli) outcome(k cluster, op failover.Operation) error {
 	switch op.Result {
@@ -315,22 +324,14 @@ func newCLICommands(f *cliFlags) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			op, err := c.request(ctx, k, k.sts, inject.AnnTakeoverTo, pod, failover.OpTakeover)
-			if err != nil {
-				return err
-			}
-			return c.outcome(k, op)
+			return c.ask(ctx, k, k.sts, inject.AnnTakeoverTo, pod, failover.OpTakeover)
 		}),
 		verb("force-master-failover", "Fail over now to the most advanced replica, even if the master looks alive", func(ctx context.Context, c *cli) error {
 			k, _, err := c.find(ctx)
 			if err != nil {
 				return err
 			}
-			op, err := c.request(ctx, k, k.sts, inject.AnnFailoverTo, "any", failover.OpForcedFailover)
-			if err != nil {
-				return err
-			}
-			return c.outcome(k, op)
+			return c.ask(ctx, k, k.sts, inject.AnnFailoverTo, "any", failover.OpForcedFailover)
 		}),
 		verb("force-master-takeover", "Fail over now to -d DESTINATION, even if the master looks alive", func(ctx context.Context, c *cli) error {
 			k, _, err := c.find(ctx)
@@ -344,11 +345,7 @@ func newCLICommands(f *cliFlags) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			op, err := c.request(ctx, k, k.sts, inject.AnnFailoverTo, pod, failover.OpForcedFailover)
-			if err != nil {
-				return err
-			}
-			return c.outcome(k, op)
+			return c.ask(ctx, k, k.sts, inject.AnnFailoverTo, pod, failover.OpForcedFailover)
 		}),
 		verb("reset-replica", "Detach a replica (-i INSTANCE): it stops replicating and stays out of the Services", func(ctx context.Context, c *cli) error {
 			k, pod, err := c.find(ctx)
@@ -360,11 +357,7 @@ func newCLICommands(f *cliFlags) []*cobra.Command {
 			}
 			for i := range k.pods {
 				if k.pods[i].Name == pod {
-					op, err := c.request(ctx, k, &k.pods[i], inject.AnnResetReplica, "true", failover.OpResetReplica)
-					if err != nil {
-						return err
-					}
-					return c.outcome(k, op)
+					return c.ask(ctx, k, &k.pods[i], inject.AnnResetReplica, "true", failover.OpResetReplica)
 				}
 			}
 			return fmt.Errorf("instance %s vanished", c.f.instanceName)
