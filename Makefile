@@ -7,6 +7,7 @@
 K8S_VERSION          ?= v1.34.4
 HELM_VERSION         ?= v3.19.5
 CERT_MANAGER_VERSION ?= v1.11.5
+COREDNS_VERSION      ?= v1.11.3
 
 CACHE    ?= $(or $(REPLICANT_CACHE),$(HOME)/.cache/replicant)
 K8S_DIR  := $(CACHE)/k8s-$(K8S_VERSION)
@@ -18,9 +19,13 @@ export HELM               := $(CURDIR)/bin/helm
 
 k8s_minor  = $(word 2,$(subst ., ,$(K8S_VERSION)))
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
-DEB_PKGS  := etcd-server mariadb-server mariadb-backup
+DEB_PKGS  := etcd-server mariadb-server mariadb-backup \
+	containerd runc containernetworking-plugins iptables debootstrap openssl
+K8S_BINS  := kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy
+# The image the shipped manifests run: the local cluster's image carries that name.
+REPLICANT_IMAGE := $(shell sed -n 's/^ *image: *//p' manifests/deployment.yaml)
 
-.PHONY: all build test unit lint deps k8s-bins tools helm bench fuzz clean
+.PHONY: all build test unit lint deps k8s-bins tools helm bench fuzz clean cluster-build demo demo-down e2e
 
 all: build
 
@@ -57,9 +62,9 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-## k8s-bins: kube-apiserver, kube-controller-manager, kubectl built from the Kubernetes module, plus Debian's etcd
+## k8s-bins: the Kubernetes binaries built from the Kubernetes module, plus Debian's etcd
 k8s-bins: deps
-	@hack/k8s-bins.sh $(K8S_VERSION) $(K8S_DIR)
+	@hack/k8s-bins.sh $(K8S_VERSION) $(K8S_DIR) $(K8S_BINS)
 	@mkdir -p bin/k8s && ln -sfn $(K8S_DIR) bin/k8s/$(K8S_VERSION) && ln -sfn k8s/$(K8S_VERSION)/kubectl bin/kubectl
 
 ## tools: helm, built from its module
@@ -87,6 +92,23 @@ bench: deps
 fuzz:
 	go test -run '^$$' -fuzz FuzzAnnotations -fuzztime 2m ./inject/
 	go test -run '^$$' -fuzz FuzzGTIDSet -fuzztime 2m ./mysql/
+
+## cluster-build: everything the local cluster runs (CoreDNS, cert-manager, images)
+cluster-build: build deps k8s-bins helm
+	@CACHE=$(CACHE) COREDNS_VERSION=$(COREDNS_VERSION) CERT_MANAGER_VERSION=$(CERT_MANAGER_VERSION) \
+		REPLICANT_IMAGE=$(REPLICANT_IMAGE) test/cluster/build.sh
+
+## demo: a real single-node cluster, replicant installed from manifests/, the whole job
+## shown step by step. KEEP=1 leaves the cluster running (make demo-down removes it).
+demo: cluster-build
+	@KEEP=$(KEEP) hack/demo.sh
+
+demo-down:
+	@test/cluster/cluster.sh down
+
+## e2e: the end-to-end suite on a fresh local cluster (also part of make test)
+e2e: cluster-build
+	@hack/e2e.sh
 
 clean:
 	rm -rf bin

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# make demo: replicant's whole job on a real single-node cluster built on this machine,
+# step by step, printing every command it runs (as the Presslabs walk-through does on
+# minikube). KEEP=1 leaves the cluster running; `make demo-down` removes it.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PATH="$root/bin:$PATH"
+cluster=test/cluster/cluster.sh
+eval "$($cluster env)"
+NS=default
+APP_PW=demo-app-secret
+demo_started=$(date +%s)
+
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ "$rc" != 0 ]; then
+    echo; echo "demo FAILED (exit $rc). Component logs: ${REPLICANT_CLUSTER_DIR:-/tmp/replicant-cluster}/logs"
+    kubectl get pods -A -o wide 2>/dev/null || true
+  fi
+  if [ "${KEEP:-}" = 1 ] && [ "$rc" = 0 ]; then
+    echo; echo "The cluster keeps running. Try:"
+    echo "  export KUBECONFIG=$KUBECONFIG PATH=$root/bin:\$PATH"
+    echo "  kubectl get pods -L replicant.dev/role,replicant.dev/healthy"
+    echo "  replicant -c topology -a db.default"
+    echo "Remove it with: make demo-down"
+  else
+    $cluster down
+  fi
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
+ms() { date +%s%3N; }
+# sql HOST QUERY: as the application user (no SUPER: read_only applies to it), from the client pod.
+sql() { kubectl exec client -- mariadb -h "$1" -uapp -p"$APP_PW" --connect-timeout=2 -N shop -e "$2"; }
+# wait_for SECONDS WHAT CMD…
+wait_for() {
+  local limit=$1 what=$2; shift 2
+  local end=$(( $(date +%s) + limit ))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || { echo "timed out after ${limit}s waiting for $what"; return 1; }
+    sleep 1
+  done
+}
+# settled N: N pods Ready, exactly one master, every other a healthy replica.
+settled() {
+  local want=$1 out
+  out=$(kubectl get pods -l app=db -o jsonpath='{range .items[*]}{.metadata.labels.replicant\.dev/role}/{.metadata.labels.replicant\.dev/healthy}/{.status.containerStatuses[*].ready}{"\n"}{end}')
+  [ "$(grep -c . <<<"$out")" = "$want" ] || return 1
+  [ "$(grep -c '^master/yes/true true$' <<<"$out")" = 1 ] || return 1
+  [ "$(grep -c '^replica/yes/true true$' <<<"$out")" = $(( want - 1 )) ]
+}
+master() { kubectl get pods -l app=db,replicant.dev/role=master -o jsonpath='{.items[0].metadata.name}'; }
+
+step "0. A single-node Kubernetes cluster from this machine's own builds"
+t=$(date +%s)
+$cluster up
+echo "cluster up in $(( $(date +%s) - t ))s"
+run kubectl get nodes -o wide
+
+step "Install replicant exactly as a user would (cert-manager issues the webhook's certificate)"
+t=$(date +%s)
+run kubectl apply -k manifests/
+run kubectl -n replicant-system rollout status deployment/replicant-manager --timeout=180s
+wait_for 120 "the webhook's CA bundle (cert-manager cainjector)" \
+  test -n "$(kubectl get mutatingwebhookconfiguration replicant -o jsonpath='{.webhooks[0].clientConfig.caBundle}')"
+echo "replicant installed in $(( $(date +%s) - t ))s"
+
+step "1. A plain 3-replica MariaDB StatefulSet, labelled replicant.dev/inject=enabled"
+run grep -n 'replicant' docs/examples/mariadb.yaml
+run kubectl apply -f docs/examples/mariadb.yaml
+echo "What the webhook injected into the stored template:"
+run kubectl get statefulset db -o jsonpath='{range .spec.template.spec.initContainers[*]}init:    {.name}{"\n"}{end}{range .spec.template.spec.containers[*]}container: {.name}{"\n"}{end}{range .spec.template.spec.volumes[*]}volume:  {.name}{"\n"}{end}'
+run kubectl get statefulset db -o jsonpath='{.spec.template.metadata.annotations}{"\n"}{.metadata.labels}{"\n"}'
+
+step "2. Pods come up: db-0 starts empty, db-1 and db-2 clone"
+t=$(date +%s)
+wait_for 420 "3 pods: one master, two healthy replicas" settled 3
+echo "3 pods settled in $(( $(date +%s) - t ))s"
+for p in db-0 db-1 db-2; do run kubectl logs "$p" -c replicant-clone; done
+run kubectl get pods -L replicant.dev/role,replicant.dev/healthy
+run replicant -c topology -a db.default
+
+step "3. Writes through db-master from a client pod, reads through db-replicas"
+run kubectl run client --image=mariadb:10.11 --restart=Never --command -- sleep 3600
+wait_for 60 "the client pod" kubectl wait --for=condition=Ready pod/client --timeout=1s
+run sql db-master "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64), server VARCHAR(64))"
+for i in $(seq 1 20); do sql db-master "INSERT INTO orders (note, server) VALUES ('step3-$i', @@hostname)"; done
+echo "20 rows written through db-master"
+sleep 1
+run sql db-replicas "SELECT @@hostname AS replica, COUNT(*) AS orders FROM orders"
+
+step "4. Graceful master takeover to db-1"
+run replicant graceful-master-takeover -a db.default -d db-1
+wait_for 60 "the old master back as a healthy replica" settled 3
+run replicant topology -a db.default
+
+# A writer in the client pod: one INSERT (a new connection each) every 100 ms,
+# printing epoch-ms, ok/fail and the server that took it.
+writer() {
+  kubectl exec client -- bash -c '
+    for i in $(seq 1 '"$1"'); do
+      if out=$(mariadb -h db-master -uapp -p'"$APP_PW"' --connect-timeout=1 -N shop \
+          -e "INSERT INTO orders (note, server) VALUES (\"failover-$i\", @@hostname); SELECT @@hostname" 2>&1); then
+        echo "$(date +%s%3N) ok $i $out"
+      else
+        echo "$(date +%s%3N) fail $i"
+      fi
+      sleep 0.1
+    done'
+}
+
+step "5. The master pod is deleted under a steady write load"
+old=$(master)
+writer 300 >/tmp/replicant-demo-writes.log 2>&1 &
+writer_pid=$!
+sleep 3
+deleted=$(ms)
+run kubectl delete pod "$old" --wait=false
+wait_for 60 "a new master" bash -c "[ -n \"\$(kubectl get pods -l app=db,replicant.dev/role=master -o name | grep -v /$old)\" ]"
+new=$(master)
+wait "$writer_pid" || true
+first_fail=$(awk '$2 == "fail" {print $1; exit}' /tmp/replicant-demo-writes.log)
+back=$(awk -v d="$deleted" -v old="$old" '$1 > d && $2 == "ok" && $4 != old {print $1; exit}' /tmp/replicant-demo-writes.log)
+oks=$(grep -c ' ok ' /tmp/replicant-demo-writes.log || true)
+fails=$(grep -c ' fail ' /tmp/replicant-demo-writes.log || true)
+echo "master $old deleted; $new took over."
+echo "failover: ${first_fail:+first refused write $(( first_fail - deleted )) ms after the delete; }writes accepted through db-master again $(( back - deleted )) ms after the delete"
+echo "writer: $oks writes acknowledged, $fails refused (one attempt every 100 ms)"
+wait_for 240 "$old back as a healthy replica" settled 3
+run kubectl logs "$old" -c replicant-clone
+run kubectl get pods -L replicant.dev/role,replicant.dev/healthy
+run replicant topology -a db.default
+
+step "6. Every acknowledged row is on every server"
+acked=$(awk '$2 == "ok" {print $3}' /tmp/replicant-demo-writes.log | sort -n | tr '\n' ' ')
+want=$(( 20 + oks ))
+sleep 2
+for p in db-0 db-1 db-2; do
+  host="$p.mysql.$NS.svc.cluster.local"
+  got=$(sql "$host" "SELECT COUNT(*) FROM orders WHERE note LIKE 'step3-%' OR note IN ($(for i in $acked; do printf "'failover-%s'," "$i"; done | sed 's/,$//'))")
+  echo "$p: $got of $want acknowledged rows"
+  [ "$got" = "$want" ] || { echo "rows missing on $p"; exit 1; }
+done
+run sql db-master "SELECT server, COUNT(*) FROM orders GROUP BY server"
+echo
+echo "demo done in $(( $(date +%s) - demo_started ))s"
