@@ -67,7 +67,7 @@ run kubectl get nodes -o wide
 step "Install replicant exactly as a user would (cert-manager issues the webhook's certificate)"
 t=$(date +%s)
 run kubectl apply -k manifests/
-run kubectl -n replicant-system rollout status deployment/replicant-manager --timeout=180s
+run kubectl -n replicant-system rollout status deployment/replicant --timeout=180s
 wait_for 120 "the webhook's CA bundle (cert-manager cainjector)" \
   test -n "$(kubectl get mutatingwebhookconfiguration replicant -o jsonpath='{.webhooks[0].clientConfig.caBundle}')"
 echo "replicant installed in $(( $(date +%s) - t ))s"

@@ -21,7 +21,7 @@ go mod init replicant.local/cert-manager >/dev/null 2>&1
 gomod=$(go mod download -json "$mod@$version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
 go mod edit -require="$mod@$version"
 # Its replaces (module => module version) apply only in its own build: repeat them.
-sed -n 's|^replace \([^ ]*\) [^ ]* => \([^ ]*\) \(v[^ ]*\)$|\1=\2@\3|p' "$gomod" | while read -r r; do
+sed -n 's|^replace \([^ ]*\) \(v[^ ]*\) => \([^ ]*\) \(v[^ ]*\)$|\1@\2=\3@\4|p' "$gomod" | while read -r r; do
   go mod edit -replace="$r"
 done
 pkgs=(); for c in "${missing[@]}"; do pkgs+=("$mod/cmd/$c"); done

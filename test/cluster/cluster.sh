@@ -255,11 +255,15 @@ EOF
 
 cert_manager() {
   log "cert-manager: CRDs and the chart (controller, cainjector, webhook)"
-  kubectl apply --server-side -f "$CERT_MANAGER_CRDS" >/dev/null
+  # The module's CRDs carry the chart's label templates: fill them as the chart would.
+  local f
+  for f in "$CERT_MANAGER_CRDS"/*.yaml; do echo ---; cat "$f"; done | sed -e 's/{{ template "cert-manager.name" . }}/cert-manager/' \
+    -e 's/{{ .Release.Name }}/cert-manager/' -e 's/{{-* include "labels" . | nindent 4 }}//' |
+    kubectl apply --server-side -f - >/dev/null
   kubectl create namespace cert-manager >/dev/null
   "$HELM" template cert-manager "$CERT_MANAGER_CHART" --namespace cert-manager \
     --set installCRDs=false --set startupapicheck.enabled=false |
-    kubectl apply -n cert-manager -f - >/dev/null
+    kubectl apply -f - >/dev/null
 }
 
 wait_system() {

@@ -1,0 +1,230 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/replicant-dev/replicant/inject"
+)
+
+const (
+	ns       = "default"
+	sts      = "db"
+	alias    = "db.default"
+	appPass  = "demo-app-secret" // docs/examples/mariadb.yaml
+	rootPass = "demo-root-secret"
+)
+
+// run runs a command with the cluster's kubeconfig and returns its combined output.
+func run(timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	fmt.Fprintf(GinkgoWriter, "$ %s %s\n%s", filepath.Base(name), strings.Join(args, " "), out.String())
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", filepath.Base(name), strings.Join(args, " "), err, out.String())
+	}
+	return out.String(), nil
+}
+
+func kubectl(args ...string) (string, error) {
+	return run(2*time.Minute, filepath.Join(root, "bin", "kubectl"), args...)
+}
+
+func mustKubectl(args ...string) string {
+	GinkgoHelper()
+	out, err := kubectl(args...)
+	Expect(err).NotTo(HaveOccurred())
+	return out
+}
+
+// replicant runs the CLI binary the Makefile built, as a user would.
+func replicant(args ...string) (string, error) {
+	return run(3*time.Minute, filepath.Join(root, "bin", "replicant"), args...)
+}
+
+// sql runs a query as the application user (no SUPER: read_only applies) from the
+// client pod, through host (a Service or a pod's DNS name).
+func sql(host, query string) (string, error) {
+	out, err := kubectl("exec", "client", "--", "mariadb", "-h", host, "-uapp", "-p"+appPass,
+		"--connect-timeout=2", "-N", "-s", "shop", "-e", query)
+	return strings.TrimSpace(out), err
+}
+
+// rootSQL runs a query as root on one pod's server, over its local socket.
+func rootSQL(pod, query string) (string, error) {
+	out, err := kubectl("exec", pod, "-c", "mariadb", "--", "mariadb", "-uroot", "-p"+rootPass, "-N", "-s", "-e", query)
+	return strings.TrimSpace(out), err
+}
+
+func dbPods() []corev1.Pod {
+	GinkgoHelper()
+	var list corev1.PodList
+	Expect(k8s.List(context.Background(), &list, client.InNamespace(ns), client.MatchingLabels{"app": sts})).To(Succeed())
+	pods := list.Items
+	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	return pods
+}
+
+// settled is nil once n pods run, all containers Ready, exactly one master and every
+// other pod a healthy replica; otherwise it describes what is not there yet.
+func settled(n int) error {
+	var list corev1.PodList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(ns), client.MatchingLabels{"app": sts}); err != nil {
+		return err
+	}
+	var masters, replicas []string
+	var state []string
+	for _, p := range list.Items {
+		ready := p.DeletionTimestamp.IsZero() && len(p.Status.ContainerStatuses) > 0
+		for _, c := range p.Status.ContainerStatuses {
+			ready = ready && c.Ready
+		}
+		role, healthy := p.Labels[inject.LabelRole], p.Labels[inject.LabelHealthy]
+		state = append(state, fmt.Sprintf("%s=%s/%s/ready:%v", p.Name, role, healthy, ready))
+		switch {
+		case ready && role == "master" && healthy == "yes":
+			masters = append(masters, p.Name)
+		case ready && role == "replica" && healthy == "yes":
+			replicas = append(replicas, p.Name)
+		}
+	}
+	if len(list.Items) != n || len(masters) != 1 || len(replicas) != n-1 {
+		return fmt.Errorf("want %d pods, 1 master and %d healthy replicas; have %s", n, n-1, strings.Join(state, " "))
+	}
+	return nil
+}
+
+func master() string {
+	GinkgoHelper()
+	for _, p := range dbPods() {
+		if p.Labels[inject.LabelRole] == "master" {
+			return p.Name
+		}
+	}
+	Fail("no master pod")
+	return ""
+}
+
+// serviceEndpoints lists the pod names behind a Service (from its EndpointSlices).
+func serviceEndpoints(service string) []string {
+	out, err := kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name="+service,
+		"-o", `jsonpath={range .items[*].endpoints[*]}{.targetRef.name}{" "}{end}`)
+	if err != nil {
+		return nil
+	}
+	names := strings.Fields(out)
+	sort.Strings(names)
+	return names
+}
+
+func cloneLog(pod string) string {
+	GinkgoHelper()
+	return mustKubectl("logs", pod, "-c", "replicant-clone")
+}
+
+// writer inserts one row per attempt through <sts>-master from the client pod (a new
+// connection each time, 100 ms apart) and reports which attempts were acknowledged.
+type writer struct {
+	prefix string
+	done   chan struct{}
+	out    bytes.Buffer
+}
+
+func startWriter(prefix string, attempts int) *writer {
+	w := &writer{prefix: prefix, done: make(chan struct{})}
+	script := fmt.Sprintf(`for i in $(seq 1 %d); do
+  if out=$(mariadb -h %s-master -uapp -p%s --connect-timeout=1 -N -s shop \
+      -e "INSERT INTO orders (note, server) VALUES ('%s-$i', @@hostname); SELECT @@hostname" 2>/dev/null); then
+    echo "$(date +%%s%%3N) ok $i $out"
+  else
+    echo "$(date +%%s%%3N) fail $i"
+  fi
+  sleep 0.1
+done`, attempts, sts, appPass, prefix)
+	cmd := exec.Command(filepath.Join(root, "bin", "kubectl"), "exec", "client", "--", "bash", "-c", script)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Stdout = &w.out
+	Expect(cmd.Start()).To(Succeed())
+	go func() { _ = cmd.Wait(); close(w.done) }()
+	DeferCleanup(func() { _ = cmd.Process.Kill(); <-w.done })
+	return w
+}
+
+// wait returns the acknowledged attempt numbers and the servers that took them.
+func (w *writer) wait() (acked []string, servers map[string]int, lines []string) {
+	GinkgoHelper()
+	Eventually(w.done).WithTimeout(3 * time.Minute).Should(BeClosed())
+	servers = map[string]int{}
+	lines = strings.Split(strings.TrimSpace(w.out.String()), "\n")
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) >= 4 && f[1] == "ok" {
+			acked = append(acked, fmt.Sprintf("'%s-%s'", w.prefix, f[2]))
+			servers[f[3]]++
+		}
+	}
+	return acked, servers, lines
+}
+
+// expectRowsEverywhere checks that every acknowledged row is on every server.
+func expectRowsEverywhere(acked []string) {
+	GinkgoHelper()
+	query := fmt.Sprintf("SELECT COUNT(*) FROM shop.orders WHERE note IN (%s)", strings.Join(acked, ","))
+	for _, p := range dbPods() {
+		Eventually(func() (string, error) { return rootSQL(p.Name, query) }).
+			WithTimeout(30*time.Second).WithPolling(time.Second).
+			Should(Equal(fmt.Sprint(len(acked))), "acknowledged rows on %s", p.Name)
+	}
+}
+
+func eventuallySettled(n int, timeout time.Duration) {
+	GinkgoHelper()
+	Eventually(func() error { return settled(n) }).WithTimeout(timeout).WithPolling(time.Second).Should(Succeed())
+}
+
+func readExample() string {
+	GinkgoHelper()
+	data, err := os.ReadFile(filepath.Join(root, "docs", "examples", "mariadb.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	return string(data)
+}
+
+// runStdin runs kubectl with stdin.
+func runStdin(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(root, "bin", "kubectl"), args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	fmt.Fprintf(GinkgoWriter, "$ kubectl %s\n%s", strings.Join(args, " "), out)
+	return string(out), err
+}
+
+func helmBin() string { return filepath.Join(root, "bin", "helm") }
+
+func dbPodLabel(pod, label string) string {
+	for _, p := range dbPods() {
+		if p.Name == pod {
+			return p.Labels[label]
+		}
+	}
+	return ""
+}

@@ -1,0 +1,182 @@
+package e2e_test
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/replicant-dev/replicant/inject"
+)
+
+// The seed's walk-through, then what bit its users, in one ordered story on one
+// StatefulSet: each spec starts from the settled cluster the one before left.
+var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, func() {
+	It("is refused with a clear message when an annotation is wrong, and nothing is stored", func() {
+		bad := strings.Replace(readExample(), "  labels:\n    app: db\n    replicant.dev/inject: enabled\n",
+			"  labels:\n    app: db\n    replicant.dev/inject: enabled\n  annotations:\n    replicant.dev/failover: sometimes\n", 1)
+		Expect(bad).To(ContainSubstring("sometimes"))
+		out, err := runStdin(bad, "apply", "-f", "-")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("replicant.dev/failover"))
+		Expect(out).To(ContainSubstring(`"sometimes"`))
+		Expect(out).To(ContainSubstring("auto"))
+		_, err = kubectl("get", "statefulset", sts)
+		Expect(err).To(HaveOccurred(), "nothing stored")
+	})
+
+	It("is injected when applied", func() {
+		mustKubectl("apply", "-f", "docs/examples/mariadb.yaml")
+		out := mustKubectl("get", "statefulset", sts, "-o",
+			`jsonpath={range .spec.template.spec.initContainers[*]}{.name}{" "}{end}{range .spec.template.spec.containers[*]}{.name}{" "}{end}`)
+		Expect(strings.Fields(out)).To(Equal([]string{"replicant-install", "replicant-config", "replicant-clone", "mariadb", "replicant-sidecar"}))
+		Expect(mustKubectl("get", "statefulset", sts, "-o", "jsonpath={.metadata.annotations}")).To(ContainSubstring(inject.AnnInjected))
+	})
+
+	It("comes up as one master and two replicas; db-1 and db-2 clone", func() {
+		eventuallySettled(3, 7*time.Minute)
+		Expect(master()).To(Equal("db-0"))
+		Expect(cloneLog("db-0")).To(ContainSubstring("decision: start empty"))
+		for _, p := range []string{"db-1", "db-2"} {
+			Expect(cloneLog(p)).To(MatchRegexp(`decision: clone from (a healthy replica|the master)","source":"http://db-(replicas|master)\.`))
+		}
+		Expect(serviceEndpoints("db-master")).To(Equal([]string{"db-0"}))
+		Expect(serviceEndpoints("db-replicas")).To(Equal([]string{"db-1", "db-2"}))
+		topo, err := replicant("-c", "topology", "-a", alias)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(topo).To(MatchRegexp(`(?m)^db-0\.mysql\.default:3306 .*\[0s,ok,10\.11\.\d+-MariaDB.*,rw,ROW,>>,GTID\]`))
+		Expect(topo).To(MatchRegexp(`(?m)^\+ db-1\.mysql\.default:3306 `))
+		Expect(topo).To(MatchRegexp(`(?m)^\+ db-2\.mysql\.default:3306 `))
+	})
+
+	It("takes writes through db-master and serves them through db-replicas", func() {
+		_, err := sql(sts+"-master", "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64), server VARCHAR(64))")
+		Expect(err).NotTo(HaveOccurred())
+		for i := 1; i <= 10; i++ {
+			_, err := sql(sts+"-master", fmt.Sprintf("INSERT INTO orders (note, server) VALUES ('walk-%d', @@hostname)", i))
+			Expect(err).NotTo(HaveOccurred())
+		}
+		Eventually(func() (string, error) { return sql(sts+"-replicas", "SELECT COUNT(*) FROM orders WHERE note LIKE 'walk-%'") }).
+			WithTimeout(20 * time.Second).Should(Equal("10"))
+		_, err = sql(sts+"-replicas", "INSERT INTO orders (note) VALUES ('must-fail')")
+		Expect(err).To(MatchError(ContainSubstring("read-only")), "replicas refuse writes")
+	})
+
+	It("hands the master over gracefully; the old master is a replica at once", func() {
+		w := startWriter("takeover", 60)
+		time.Sleep(2 * time.Second)
+		out, err := replicant("graceful-master-takeover", "-a", alias, "-d", "db-1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(ContainSubstring("db-1"))
+		Expect(out).To(MatchRegexp(`writes blocked \d+ ms`))
+		acked, servers, _ := w.wait()
+		Expect(servers).To(HaveKey("db-1"), "writes went on through db-master")
+		eventuallySettled(3, time.Minute)
+		Expect(master()).To(Equal("db-1"))
+		Expect(serviceEndpoints("db-master")).To(Equal([]string{"db-1"}))
+		topo, err := replicant("topology", "-a", alias)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(topo).To(MatchRegexp(`(?m)^\+ db-0\.mysql\.default:3306 .*\[0s,ok,`), "the old master replicates, not downtimed")
+		expectRowsEverywhere(acked)
+	})
+
+	It("brings pod-0 back as a replica when it is deleted after a takeover (seed v0.3.8)", func() {
+		mustKubectl("delete", "pod", "db-0")
+		eventuallySettled(3, 3*time.Minute)
+		Expect(master()).To(Equal("db-1"))
+		Expect(cloneLog("db-0")).To(ContainSubstring("decision: keep the data"))
+		Expect(dbPodLabel("db-0", inject.LabelRole)).To(Equal("replica"))
+	})
+
+	It("fails over when the master pod is deleted, losing no acknowledged write; the pod rejoins without cloning", func() {
+		w := startWriter("failover", 250)
+		time.Sleep(3 * time.Second)
+		mustKubectl("delete", "pod", "db-1", "--wait=false")
+		Eventually(master).WithTimeout(time.Minute).WithPolling(500 * time.Millisecond).ShouldNot(Equal("db-1"))
+		acked, servers, lines := w.wait()
+		Expect(len(servers)).To(BeNumerically(">=", 2), "writes before and after: %v", lines)
+		eventuallySettled(3, 4*time.Minute)
+		Expect(cloneLog("db-1")).To(ContainSubstring("decision: keep the data"))
+		Expect(dbPodLabel("db-1", inject.LabelRole)).To(Equal("replica"))
+		expectRowsEverywhere(acked)
+	})
+
+	It("re-clones the master from a replica when its PVC and pod are deleted", func() {
+		old := master()
+		mustKubectl("delete", "pvc", "data-"+old, "--wait=false")
+		mustKubectl("delete", "pod", old)
+		eventuallySettled(3, 5*time.Minute)
+		Expect(master()).NotTo(Equal(old))
+		Expect(cloneLog(old)).To(MatchRegexp(`decision: clone from a healthy replica","source":"http://db-replicas\.`))
+		n, err := rootSQL(old, "SELECT COUNT(*) FROM shop.orders WHERE note LIKE 'walk-%'")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(n).To(Equal("10"))
+	})
+
+	It("takes a replica with a stopped IO thread out of db-replicas, and back when it runs again", func() {
+		replica := "db-2"
+		if master() == replica {
+			replica = "db-0"
+		}
+		_, err := rootSQL(replica, "STOP SLAVE IO_THREAD")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() string { return dbPodLabel(replica, inject.LabelHealthy) }).WithTimeout(time.Minute).Should(Equal("no"))
+		Eventually(func() []string { return serviceEndpoints("db-replicas") }).WithTimeout(30 * time.Second).ShouldNot(ContainElement(replica))
+		_, err = rootSQL(replica, "START SLAVE IO_THREAD")
+		Expect(err).NotTo(HaveOccurred())
+		eventuallySettled(3, time.Minute)
+		Eventually(func() []string { return serviceEndpoints("db-replicas") }).WithTimeout(30 * time.Second).Should(ContainElement(replica))
+	})
+
+	It("scales 3 -> 5 -> 2 -> 3: new pods clone from replicas, removed pods leave the Services", func() {
+		mustKubectl("scale", "statefulset", sts, "--replicas=5")
+		eventuallySettled(5, 6*time.Minute)
+		for _, p := range []string{"db-3", "db-4"} {
+			Expect(cloneLog(p)).To(MatchRegexp(`decision: clone from a healthy replica","source":"http://db-replicas\.`))
+		}
+		Expect(serviceEndpoints("db-replicas")).To(HaveLen(4))
+
+		// The master on a pod the scale-down removes: it is handed over first.
+		_, err := replicant("graceful-master-takeover", "-a", alias, "-d", "db-4")
+		Expect(err).NotTo(HaveOccurred())
+		eventuallySettled(5, time.Minute)
+		w := startWriter("scaledown", 150)
+		time.Sleep(2 * time.Second)
+		mustKubectl("scale", "statefulset", sts, "--replicas=2")
+		eventuallySettled(2, 4*time.Minute)
+		acked, _, _ := w.wait()
+		Expect([]string{master()}).To(SatisfyAny(Equal([]string{"db-0"}), Equal([]string{"db-1"})))
+		Expect(serviceEndpoints("db-replicas")).To(HaveLen(1))
+		Expect(serviceEndpoints("db-master")).To(HaveLen(1))
+		expectRowsEverywhere(acked)
+
+		mustKubectl("scale", "statefulset", sts, "--replicas=3")
+		eventuallySettled(3, 4*time.Minute)
+	})
+
+	It("keeps pods restarting while the webhook is down (manager scaled to 0)", func() {
+		mustKubectl("-n", "replicant-system", "scale", "deployment/replicant", "--replicas=0")
+		DeferCleanup(func() {
+			mustKubectl("-n", "replicant-system", "scale", "deployment/replicant", "--replicas=2")
+			mustKubectl("-n", "replicant-system", "rollout", "status", "deployment/replicant", "--timeout=90s")
+		})
+		Eventually(func() (string, error) {
+			return kubectl("-n", "replicant-system", "get", "pods", "-l", "app.kubernetes.io/name=replicant", "-o", "name")
+		}).WithTimeout(time.Minute).Should(BeEmpty())
+		replica := "db-2"
+		if master() == replica {
+			replica = "db-0"
+		}
+		mustKubectl("delete", "pod", replica)
+		mustKubectl("wait", "--for=condition=Ready", "pod/"+replica, "--timeout=180s")
+	})
+
+	It("renders the same objects from the Helm chart as from manifests/", func() {
+		out, err := run(time.Minute, helmBin(), "template", "replicant", "charts/replicant", "--namespace", "replicant-system")
+		Expect(err).NotTo(HaveOccurred())
+		diff, err := runStdin(out, "diff", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), "kubectl diff against the installed objects: %s", diff)
+	})
+})
