@@ -52,6 +52,8 @@ const (
 
 	SidecarPort     = 8080
 	SidecarPortName = "replicant-http"
+	// PreStopPath is the sidecar endpoint the server container's preStop hook calls.
+	PreStopPath = "/pre-stop"
 )
 
 // Keys of the credentials Secret that pods read. The controller creates the Secret.
@@ -107,6 +109,12 @@ func Mutate(sts *appsv1.StatefulSet, cfg Config) (*appsv1.StatefulSet, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// isOurPreStop recognises the preStop hook add injects.
+func isOurPreStop(l *corev1.Lifecycle) bool {
+	return l != nil && l.PreStop != nil && l.PreStop.HTTPGet != nil &&
+		l.PreStop.HTTPGet.Path == PreStopPath && l.PreStop.HTTPGet.Port == intstr.FromString(SidecarPortName)
 }
 
 // strip removes every part replicant injected and puts back the user's own conf.d
@@ -173,6 +181,12 @@ func strip(tpl *corev1.PodTemplateSpec) error {
 			}
 		}
 		c.VolumeMounts = mounts
+		if isOurPreStop(c.Lifecycle) {
+			c.Lifecycle.PreStop = nil
+			if *c.Lifecycle == (corev1.Lifecycle{}) {
+				c.Lifecycle = nil
+			}
+		}
 	}
 	delete(tpl.Labels, LabelCluster)
 	delete(tpl.Annotations, AnnInjected)
@@ -233,6 +247,16 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 	}
 	if !replaced {
 		db.VolumeMounts = append(db.VolumeMounts, confMount)
+	}
+	// Deleting the master's pod (or scaling it away) becomes a graceful takeover: the
+	// server stops only once the controller made it read-only (sidecar /pre-stop). A
+	// user's own preStop hook is kept, and then this one is not added.
+	if db.Lifecycle == nil || db.Lifecycle.PreStop == nil {
+		if db.Lifecycle == nil {
+			db.Lifecycle = &corev1.Lifecycle{}
+		}
+		db.Lifecycle.PreStop = &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: PreStopPath, Port: intstr.FromString(SidecarPortName)}}
 	}
 
 	pod := podEnv(sts)

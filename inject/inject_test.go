@@ -419,3 +419,27 @@ func TestFlavorFromImage(t *testing.T) {
 		}
 	}
 }
+
+func TestServerStopsOnlyOnceReadOnly(t *testing.T) {
+	out := mustMutate(t, userStatefulSet(), testConfig)
+	db := container(t, out.Spec.Template.Spec.Containers, "mariadb")
+	if db.Lifecycle == nil || db.Lifecycle.PreStop == nil || db.Lifecycle.PreStop.HTTPGet == nil ||
+		db.Lifecycle.PreStop.HTTPGet.Path != PreStopPath || db.Lifecycle.PreStop.HTTPGet.Port.StrVal != SidecarPortName {
+		t.Fatalf("server container preStop = %+v, want GET %s on port %s", db.Lifecycle, PreStopPath, SidecarPortName)
+	}
+
+	// A user's own hook stays, and ours is not added beside it (a container has one).
+	in := userStatefulSet()
+	theirs := &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "sleep 5"}}}
+	in.Spec.Template.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: theirs}
+	out = mustMutate(t, in, testConfig)
+	db = container(t, out.Spec.Template.Spec.Containers, "mariadb")
+	if !equality.Semantic.DeepEqual(db.Lifecycle.PreStop, theirs) {
+		t.Fatalf("user's preStop replaced: %+v", db.Lifecycle.PreStop)
+	}
+	out.Labels[LabelInject] = "disabled"
+	out = mustMutate(t, out, testConfig)
+	if db := container(t, out.Spec.Template.Spec.Containers, "mariadb"); !equality.Semantic.DeepEqual(db.Lifecycle.PreStop, theirs) {
+		t.Fatalf("opt-out removed the user's preStop: %+v", db.Lifecycle)
+	}
+}

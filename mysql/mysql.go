@@ -144,6 +144,15 @@ func (s *Server) State(ctx context.Context) (State, error) {
 	return st, s.wrap("read state", err)
 }
 
+// ReadOnly reads @@global.read_only: any account may, so the sidecar's backup user can.
+func (s *Server) ReadOnly(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	defer cancel()
+	var on bool
+	err := s.db.QueryRowContext(ctx, "SELECT @@global.read_only").Scan(&on)
+	return on, s.wrap("read read_only", err)
+}
+
 // SetReadOnly switches read_only (on MySQL also super_read_only).
 func (s *Server) SetReadOnly(ctx context.Context, readOnly bool) error {
 	return s.exec(ctx, "set read_only", s.flavor.SetReadOnlySQL(readOnly))

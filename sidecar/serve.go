@@ -44,7 +44,12 @@ type ServeConfig struct {
 	BackupPassword string
 	// BackupBinary is mariadb-backup (default: found on PATH).
 	BackupBinary string
-	Log          logr.Logger
+	// PreStopWait bounds how long /pre-stop holds a writable server's shutdown while
+	// the controller hands its role over, and how long the sidecar keeps serving after
+	// SIGTERM while the server still runs (default 25 s, within the pod's default
+	// 30 s grace period).
+	PreStopWait time.Duration
+	Log         logr.Logger
 }
 
 // Server serves /xbackup, /healthz, /readyz, /metrics and /status.
@@ -93,6 +98,9 @@ func NewServer(cfg ServeConfig) (*Server, error) {
 	if cfg.ServerAddr == "" {
 		cfg.ServerAddr = "127.0.0.1:3306"
 	}
+	if cfg.PreStopWait <= 0 {
+		cfg.PreStopWait = 25 * time.Second
+	}
 	db, err := mysql.Open(mysql.Config{Addr: cfg.ServerAddr, User: cfg.BackupUser, Password: cfg.BackupPassword,
 		ConnectTimeout: time.Second, QueryTimeout: 2 * time.Second}, nil)
 	if err != nil {
@@ -104,6 +112,7 @@ func NewServer(cfg ServeConfig) (*Server, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /status", s.status)
+	mux.HandleFunc("GET /pre-stop", s.preStop)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	s.handler = mux
 	return s, nil
@@ -127,11 +136,57 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 	}
+	// The pod is stopping: the server container's preStop hook calls /pre-stop now,
+	// so serve on while the server runs (bounded).
+	s.waitServerStopped(s.cfg.PreStopWait)
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutdown)
 	srv.Close() // ends streams still running: their request contexts stop mariadb-backup
 	return nil
+}
+
+// waitServerStopped returns once the local server stops answering, or after limit.
+func (s *Server) waitServerStopped(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) && s.db.Ping(context.Background()) == nil {
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// preStop answers the server container's preStop hook (kubelet GETs it before it
+// sends mariadbd SIGTERM). It returns once the server is read-only: on a master pod
+// being deleted (or removed by a scale-down), that is when the controller has handed
+// the master role to a replica, so the deletion is a graceful takeover instead of a
+// failover. A replica is read-only already and returns at once; a server that does not
+// answer needs no hand-over; the wait is bounded, so a pod whose controller is down
+// still stops.
+func (s *Server) preStop(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	deadline := start.Add(s.cfg.PreStopWait)
+	log := s.cfg.Log.WithName("pre-stop")
+	for {
+		readOnly, err := s.db.ReadOnly(r.Context())
+		switch {
+		case err != nil:
+			log.Info("server not answering: nothing to hand over", "error", err.Error())
+			io.WriteString(w, "server not answering\n")
+			return
+		case readOnly:
+			log.Info("server is read-only: it may stop", "waited", time.Since(start).String())
+			io.WriteString(w, "read-only\n")
+			return
+		case time.Now().After(deadline):
+			log.Info("still writable: stopping anyway, the controller will fail over", "waited", time.Since(start).String())
+			io.WriteString(w, "still writable after "+s.cfg.PreStopWait.String()+"\n")
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

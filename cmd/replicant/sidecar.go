@@ -122,6 +122,7 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 		Long: `Serve the local server to its peers: GET /xbackup streams a consistent physical backup
 (mariadb-backup --stream=xbstream) to a cloning pod, only with the backup credentials,
 one at a time; /healthz, /readyz (the server answers), /status (the clone record),
+/pre-stop (the server container's preStop hook: returns once the server is read-only),
 /metrics (Prometheus). Reads REPLICANT_BACKUP_USER/PASSWORD. Stops cleanly on SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
