@@ -35,10 +35,12 @@ build:
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/replicant ./cmd/replicant
 	@ln -sf replicant bin/kubectl-replicant
 
-## test: everything — lint, unit tests, real apiserver tests, a short fuzz run
-test: lint deps k8s-bins tools
+## test: everything — lint, unit tests, real MariaDB and apiserver tests, the
+## end-to-end suite on a real local cluster, a short fuzz run
+test: lint deps k8s-bins tools cluster-build
 	CERT_MANAGER_CRDS="$$(go mod download -json github.com/cert-manager/cert-manager@$(CERT_MANAGER_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p')/deploy/crds" \
 		go test -count=1 ./...
+	REPLICANT_E2E=1 go test -count=1 -timeout 40m -v ./test/e2e/
 	go test -run '^$$' -fuzz FuzzAnnotations -fuzztime 15s ./inject/
 	go test -run '^$$' -fuzz FuzzGTIDSet -fuzztime 10s ./mysql/
 
@@ -106,9 +108,10 @@ demo: cluster-build
 demo-down:
 	@test/cluster/cluster.sh down
 
-## e2e: the end-to-end suite on a fresh local cluster (also part of make test)
+## e2e: the end-to-end suite (ginkgo) on a fresh local cluster, removed afterwards
+## (REPLICANT_E2E_KEEP=1 keeps it); also part of make test
 e2e: cluster-build
-	@hack/e2e.sh
+	REPLICANT_E2E=1 go test -count=1 -timeout 40m -v ./test/e2e/
 
 clean:
 	rm -rf bin

@@ -304,7 +304,7 @@ func ordinalOf(pod string) int64 {
 
 // observe probes every pod; the known master is probed last (see Decide).
 func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods []corev1.Pod, creds Credentials, opts inject.Options) Snapshot {
-	snap := Snapshot{Cluster: sts.Name, Master: sts.Annotations[inject.AnnMaster], MaxLag: opts.MaxLag,
+	snap := Snapshot{Cluster: sts.Name, Master: sts.Annotations[inject.AnnMaster], MaxLag: opts.MaxLag, Replicas: desiredReplicas(sts),
 		AutoFailover: opts.Failover == inject.FailoverAuto, LastFailover: lastAutomaticFailover(sts)}
 	sort.Slice(pods, func(i, j int) bool {
 		mi, mj := pods[i].Name == snap.Master, pods[j].Name == snap.Master
@@ -316,7 +316,8 @@ func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods 
 	for _, pod := range pods {
 		srv := Server{Pod: pod.Name, Ordinal: ordinalOf(pod.Name), Lag: -1,
 			Detached: pod.Annotations[inject.AnnDetached] == "true", ResetRequested: pod.Annotations[inject.AnnResetReplica] == "true"}
-		if pod.Status.PodIP == "" || !pod.DeletionTimestamp.IsZero() {
+		srv.Terminating = !pod.DeletionTimestamp.IsZero()
+		if pod.Status.PodIP == "" {
 			srv.Err = "pod has no IP"
 			snap.Servers = append(snap.Servers, srv)
 			continue
@@ -351,6 +352,14 @@ func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods 
 		snap.Servers = append(snap.Servers, srv)
 	}
 	return snap
+}
+
+// desiredReplicas is the StatefulSet's replica count (1 when unset, as Kubernetes).
+func desiredReplicas(sts *appsv1.StatefulSet) int64 {
+	if sts.Spec.Replicas == nil {
+		return 1
+	}
+	return int64(*sts.Spec.Replicas)
 }
 
 // cloneGTID asks the pod's sidecar where its clone ended ("" when unknown).
@@ -422,15 +431,21 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snap
 	if plan.Promote != "" {
 		return nil // the others are repointed at the new master on the next probe
 	}
-	if target, asked := sts.Annotations[inject.AnnTakeoverTo]; asked {
+	if plan.Handoff != "" {
+		newMaster, err := r.takeover(ctx, sts, snap, *snap.server(plan.Handoff), creds, opts, "its pod is terminating")
+		if err != nil || newMaster == nil {
+			return err // a failed takeover was rolled back: the next probe tries again
+		}
+		master = newMaster
+	} else if target, asked := sts.Annotations[inject.AnnTakeoverTo]; asked {
 		if err := ValidateTakeover(snap, plan, target); err != nil {
 			now := time.Now()
 			op := Operation{Op: OpTakeover, From: snap.Master, Target: target, Result: ResultRefused, Message: err.Error(), Start: now, End: now}
 			r.Recorder.Eventf(sts, corev1.EventTypeWarning, "TakeoverRefused", "takeover to %s refused: %v", target, err)
 			return r.annotate(ctx, sts, "", &op, inject.AnnTakeoverTo)
 		}
-		newMaster, err := r.takeover(ctx, sts, snap, *snap.server(target), creds, opts)
-		if err != nil {
+		newMaster, err := r.takeover(ctx, sts, snap, *snap.server(target), creds, opts, "requested")
+		if err != nil || newMaster == nil {
 			return err
 		}
 		master = newMaster
@@ -626,7 +641,7 @@ func (r *Reconciler) resetReplica(ctx context.Context, sts *appsv1.StatefulSet, 
 // writes, target applies everything it wrote, target takes writes, and the old
 // master replicates from it at once (it is not left outside the cluster). If target
 // cannot catch up in time, the old master takes writes again and nothing changed.
-func (r *Reconciler) takeover(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, target Server, creds Credentials, opts inject.Options) (*Server, error) {
+func (r *Reconciler) takeover(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, target Server, creds Credentials, opts inject.Options, why string) (*Server, error) {
 	old := *snap.server(snap.Master)
 	start := time.Now()
 	finish := func(result, message string, blocked time.Duration) error {
@@ -686,7 +701,7 @@ func (r *Reconciler) takeover(ctx context.Context, sts *appsv1.StatefulSet, snap
 			}
 		}
 	}
-	msg := fmt.Sprintf("%s is master (was %s); writes blocked %d ms; %s replicates from it", target.Pod, old.Pod, blocked.Milliseconds(), old.Pod)
+	msg := fmt.Sprintf("%s is master (was %s, %s); writes blocked %d ms; %s replicates from it", target.Pod, old.Pod, why, blocked.Milliseconds(), old.Pod)
 	if len(errs) > 0 {
 		msg += fmt.Sprintf("; repointing failed, retried on the next probe: %v", errors.Join(errs...))
 	}

@@ -41,6 +41,9 @@ type Server struct {
 	// until the pod's detached annotation is removed. ResetRequested: the request is
 	// pending on the pod.
 	Detached, ResetRequested bool
+	// Terminating: the pod is being deleted (a pod deletion, a scale-down, a node
+	// drain). Its server may still run: its preStop hook holds it until read-only.
+	Terminating bool
 	// Login is the account the probe succeeded with: replicant's admin, or root on a
 	// server that does not have replicant's users yet.
 	Login mysql.User
@@ -53,6 +56,9 @@ type Snapshot struct {
 	Master  string
 	Servers []Server
 	MaxLag  time.Duration
+	// Replicas is the StatefulSet's desired replica count: pods with a higher ordinal
+	// are going away and never chosen as master.
+	Replicas int64
 
 	// AutoFailover is the failover annotation (auto).
 	AutoFailover bool
@@ -85,6 +91,9 @@ type Plan struct {
 	OpenWrites bool
 	// Promote names the replica to promote because the master is down.
 	Promote string
+	// Handoff names the replica a graceful takeover moves the master to because the
+	// master's pod is terminating.
+	Handoff string
 	// Held says why a failover that the evidence calls for is not carried out.
 	Held string
 	// Reasons explain the decisions, for logs and events.
@@ -163,7 +172,7 @@ func Decide(s Snapshot) Plan {
 			p.Fence = append(p.Fence, srv.Pod)
 			p.Reasons = append(p.Reasons, fmt.Sprintf("%s is writable but not the master: fence it", srv.Pod))
 		}
-		if !master.Reachable || srv.Detached {
+		if !master.Reachable || srv.Detached || srv.Terminating {
 			p.Healthy[srv.Pod] = false
 			continue
 		}
@@ -183,7 +192,36 @@ func Decide(s Snapshot) Plan {
 		}
 		p.Healthy[srv.Pod] = srv.State.Replica.Replicating() && srv.Lag >= 0 && srv.Lag <= s.MaxLag
 	}
+	if master.Reachable && master.Terminating && p.Bootstrap == "" {
+		decideHandoff(s, *master, &p)
+	}
 	return p
+}
+
+// decideHandoff: the master's pod is being deleted while its server still runs (its
+// preStop hook waits for read-only). Hand the role over gracefully to the most
+// advanced healthy replica, preferring pods the StatefulSet keeps: a scale-down
+// removes the highest ordinals one by one.
+func decideHandoff(s Snapshot, master Server, p *Plan) {
+	var kept, any []Server
+	for _, srv := range s.Servers {
+		if srv.Pod == master.Pod || srv.Terminating || !p.Healthy[srv.Pod] {
+			continue
+		}
+		any = append(any, srv)
+		if s.Replicas == 0 || srv.Ordinal < s.Replicas {
+			kept = append(kept, srv)
+		}
+	}
+	if len(kept) == 0 {
+		kept = any
+	}
+	if len(kept) == 0 {
+		p.Reasons = append(p.Reasons, fmt.Sprintf("master %s is terminating and no healthy replica can take over: it stops as master", master.Pod))
+		return
+	}
+	p.Handoff = MostAdvanced(kept).Pod
+	p.Reasons = append(p.Reasons, fmt.Sprintf("master %s is terminating: graceful takeover to %s", master.Pod, p.Handoff))
 }
 
 // pointsAt reports whether srv is configured to replicate from master.
@@ -212,11 +250,11 @@ func decideFailover(s Snapshot, master Server, p *Plan) {
 		if r := srv.State.Replica; r != nil && r.IORunning == "Yes" {
 			agree = false
 		}
-		if !srv.Detached && (len(srv.State.BinlogState.Errant(master.State.BinlogState)) == 0 || master.State.BinlogState.Empty()) {
+		if !srv.Detached && !srv.Terminating && (len(srv.State.BinlogState.Errant(master.State.BinlogState)) == 0 || master.State.BinlogState.Empty()) {
 			candidates = append(candidates, srv)
 		}
 	}
-	masterGone := master.Addr == ""
+	masterGone := master.Addr == "" || master.Terminating
 	switch {
 	case !agree && !masterGone:
 		p.Held = fmt.Sprintf("master %s unreachable from the controller, but replicas still receive from it: not failing over", master.Pod)
@@ -277,6 +315,8 @@ func ValidateTakeover(s Snapshot, p Plan, target string) error {
 		return fmt.Errorf("master %s is unreachable: use a forced failover", master.Pod)
 	case srv == nil:
 		return fmt.Errorf("%s is not a pod of cluster %s", target, s.Cluster)
+	case srv.Terminating:
+		return fmt.Errorf("%s is terminating", target)
 	case target == master.Pod:
 		return fmt.Errorf("%s is already the master", target)
 	case p.Quarantine[target] != nil:
@@ -309,6 +349,9 @@ func FailoverTarget(s Snapshot, p Plan, request string) (string, error) {
 			continue
 		case srv.Detached:
 			excluded = append(excluded, srv.Pod+" is detached (reset-replica)")
+			continue
+		case srv.Terminating:
+			excluded = append(excluded, srv.Pod+" is terminating")
 			continue
 		}
 		if request == "any" || request == srv.Pod {

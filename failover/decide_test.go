@@ -216,3 +216,61 @@ func TestDecideFailover(t *testing.T) {
 		})
 	}
 }
+
+func TestTerminatingMasterIsHandedOver(t *testing.T) {
+	terminating := func(s Server) Server { s.Terminating = true; return s }
+	steady := func() []Server {
+		return []Server{srv(t, "db-0", 0, "ro", "0-100-9", "db-4"), srv(t, "db-1", 1, "ro", "0-100-9", "db-4"),
+			srv(t, "db-2", 2, "ro", "0-100-9", "db-4"), srv(t, "db-3", 3, "ro", "0-100-9", "db-4"), srv(t, "db-4", 4, "rw", "0-100-9", "")}
+	}
+	cases := []struct {
+		name     string
+		replicas int64
+		edit     func([]Server) []Server
+		handoff  string
+		unhealth []string
+	}{
+		{name: "steady: nothing", replicas: 5, edit: func(s []Server) []Server { return s }},
+		{name: "pod deleted: the most advanced healthy replica, lowest ordinal on a tie", replicas: 5,
+			edit: func(s []Server) []Server { s[4] = terminating(s[4]); return s }, handoff: "db-0"},
+		{name: "scale-down 5 -> 2: a pod the StatefulSet keeps, even if another is ahead", replicas: 2,
+			edit: func(s []Server) []Server {
+				s[4] = terminating(s[4])
+				s[3].State.Replica.ReceivedPos = gtids(t, "0-100-10")
+				return s
+			}, handoff: "db-0"},
+		{name: "a terminating replica is unhealthy and never chosen", replicas: 5,
+			edit: func(s []Server) []Server { s[4], s[0] = terminating(s[4]), terminating(s[0]); return s },
+			handoff: "db-1", unhealth: []string{"db-0"}},
+		{name: "no healthy replica: it stops as master (failover then decides)", replicas: 5,
+			edit: func(s []Server) []Server {
+				s[4] = terminating(s[4])
+				for i := 0; i < 4; i++ {
+					s[i].Lag = time.Hour
+				}
+				return s
+			}, unhealth: []string{"db-0", "db-1", "db-2", "db-3"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := Decide(Snapshot{Cluster: "db", Master: "db-4", Servers: c.edit(steady()), MaxLag: time.Minute, Replicas: c.replicas})
+			if p.Handoff != c.handoff {
+				t.Errorf("handoff = %q, want %q (%v)", p.Handoff, c.handoff, p.Reasons)
+			}
+			for _, pod := range c.unhealth {
+				if p.Healthy[pod] {
+					t.Errorf("%s healthy", pod)
+				}
+			}
+			if p.Promote != "" || len(p.Fence) > 0 {
+				t.Errorf("a hand-over is not a failover: promote %q fence %v", p.Promote, p.Fence)
+			}
+		})
+	}
+
+	s := Snapshot{Cluster: "db", Master: "db-4", Servers: steady(), MaxLag: time.Minute, Replicas: 5}
+	s.Servers[1] = terminating(s.Servers[1])
+	if err := ValidateTakeover(s, Decide(s), "db-1"); err == nil || !strings.Contains(err.Error(), "terminating") {
+		t.Errorf("takeover to a terminating pod: %v", err)
+	}
+}

@@ -102,12 +102,12 @@ wait_for 60 "the old master back as a healthy replica" settled 3
 run replicant topology -a db.default
 
 # A writer in the client pod: one INSERT (a new connection each) every 100 ms,
-# printing epoch-ms, ok/fail and the server that took it.
+# printing epoch-ms, ok/fail, the attempt and the server that took it.
 writer() {
   kubectl exec client -- bash -c '
-    for i in $(seq 1 '"$1"'); do
+    for i in $(seq 1 '"$2"'); do
       if out=$(mariadb -h db-master -uapp -p'"$APP_PW"' --connect-timeout=1 -N shop \
-          -e "INSERT INTO orders (note, server) VALUES (\"failover-$i\", @@hostname); SELECT @@hostname" 2>&1); then
+          -e "INSERT INTO orders (note, server) VALUES (\"'"$1"'-$i\", @@hostname); SELECT @@hostname" 2>&1); then
         echo "$(date +%s%3N) ok $i $out"
       else
         echo "$(date +%s%3N) fail $i"
@@ -115,36 +115,57 @@ writer() {
       sleep 0.1
     done'
 }
+acked_notes=""
+# under_load PREFIX WHAT COMMAND…: runs COMMAND against the master while the writer
+# runs, waits for a new master, and prints how long writes were refused.
+under_load() {
+  local prefix=$1 what=$2; shift 2
+  local log=/tmp/replicant-demo-$prefix.log old new at first_fail back oks fails
+  old=$(master)
+  writer "$prefix" 200 >"$log" 2>&1 &
+  local writer_pid=$!
+  sleep 3
+  at=$(ms)
+  run "$@"
+  wait_for 60 "a new master" bash -c "kubectl get pods -l app=db,replicant.dev/role=master -o name | grep -qv /$old"
+  new=$(master)
+  wait "$writer_pid" || true
+  first_fail=$(awk -v t="$at" '$1 > t && $2 == "fail" {print $1; exit}' "$log")
+  back=$(awk -v t="$at" -v old="$old" '$1 > t && $2 == "ok" && $4 != old {print $1; exit}' "$log")
+  oks=$(grep -c ' ok ' "$log" || true)
+  fails=$(grep -c ' fail ' "$log" || true)
+  acked_notes+=$(awk -v p="$prefix" '$2 == "ok" {printf "\x27%s-%s\x27,", p, $3}' "$log")
+  echo "$what: master $old -> $new."
+  if [ -n "$first_fail" ]; then
+    echo "  writes refused from $(( first_fail - at )) ms after the command; accepted through db-master again $(( back - at )) ms after it"
+  else
+    echo "  no write refused; the first write on $new came $(( back - at )) ms after the command"
+  fi
+  echo "  writer: $oks writes acknowledged, $fails refused (one attempt every 100 ms)"
+}
 
 step "5. The master pod is deleted under a steady write load"
+echo "(its preStop hook holds mariadbd until the controller has handed the master role over)"
 old=$(master)
-writer 300 >/tmp/replicant-demo-writes.log 2>&1 &
-writer_pid=$!
-sleep 3
-deleted=$(ms)
-run kubectl delete pod "$old" --wait=false
-wait_for 60 "a new master" bash -c "[ -n \"\$(kubectl get pods -l app=db,replicant.dev/role=master -o name | grep -v /$old)\" ]"
-new=$(master)
-wait "$writer_pid" || true
-first_fail=$(awk '$2 == "fail" {print $1; exit}' /tmp/replicant-demo-writes.log)
-back=$(awk -v d="$deleted" -v old="$old" '$1 > d && $2 == "ok" && $4 != old {print $1; exit}' /tmp/replicant-demo-writes.log)
-oks=$(grep -c ' ok ' /tmp/replicant-demo-writes.log || true)
-fails=$(grep -c ' fail ' /tmp/replicant-demo-writes.log || true)
-echo "master $old deleted; $new took over."
-echo "failover: ${first_fail:+first refused write $(( first_fail - deleted )) ms after the delete; }writes accepted through db-master again $(( back - deleted )) ms after the delete"
-echo "writer: $oks writes acknowledged, $fails refused (one attempt every 100 ms)"
+under_load delete "pod deleted" kubectl delete pod "$old" --wait=false
+run kubectl get statefulset db -o jsonpath='{.metadata.annotations.replicant\.dev/last-operation}{"\n"}'
 wait_for 240 "$old back as a healthy replica" settled 3
 run kubectl logs "$old" -c replicant-clone
+run replicant topology -a db.default
+
+step "5b. The master's server crashes (SIGKILL from the node, as the OOM killer would)"
+old=$(master)
+under_load crash "server killed" $cluster crash "$NS" "$old" mariadb
+wait_for 240 "$old back as a healthy replica" settled 3
+run kubectl get events --field-selector reason=Failover -o custom-columns=MESSAGE:.message
 run kubectl get pods -L replicant.dev/role,replicant.dev/healthy
 run replicant topology -a db.default
 
 step "6. Every acknowledged row is on every server"
-acked=$(awk '$2 == "ok" {print $3}' /tmp/replicant-demo-writes.log | sort -n | tr '\n' ' ')
-want=$(( 20 + oks ))
+want=$(( 20 + $(tr ',' '\n' <<<"$acked_notes" | grep -c .) ))
 sleep 2
 for p in db-0 db-1 db-2; do
-  host="$p.mysql.$NS.svc.cluster.local"
-  got=$(sql "$host" "SELECT COUNT(*) FROM orders WHERE note LIKE 'step3-%' OR note IN ($(for i in $acked; do printf "'failover-%s'," "$i"; done | sed 's/,$//'))")
+  got=$(sql "$p.mysql.$NS.svc.cluster.local" "SELECT COUNT(*) FROM orders WHERE note LIKE 'step3-%' OR note IN (${acked_notes%,})")
   echo "$p: $got of $want acknowledged rows"
   [ "$got" = "$want" ] || { echo "rows missing on $p"; exit 1; }
 done

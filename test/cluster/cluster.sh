@@ -7,6 +7,9 @@
 #   test/cluster/cluster.sh down    stops everything, removes mounts, cgroups, netns,
 #                                   iptables chains, the bridge and the state directory
 #   test/cluster/cluster.sh env     prints KUBECONFIG=… for eval
+#   test/cluster/cluster.sh crash NAMESPACE POD CONTAINER
+#                                   SIGKILLs the container's main process from the
+#                                   node, as the kernel's OOM killer would
 #
 # Binaries and image tarballs come from `make cluster-build` (paths in the variables
 # below). One function per component; LOCAL-CLUSTER-FACTS.md (beside DESIGN.md) says
@@ -379,9 +382,21 @@ down() {
   log "down: done (logs kept in ${DIR}.logs)"
 }
 
+# crash NAMESPACE POD CONTAINER
+crash() {
+  local id pid
+  id=$(kubectl -n "$1" get pod "$2" -o jsonpath="{.status.containerStatuses[?(@.name==\"$3\")].containerID}")
+  id=${id#containerd://}
+  [ -n "$id" ] || die "no running container $3 in pod $1/$2"
+  pid=$(ctr tasks ls | awk -v id="$id" '$1 == id {print $2}')
+  [ -n "$pid" ] || die "container $id has no task"
+  kill -9 "$pid"
+}
+
 case "${1:-}" in
   up) up ;;
+  crash) shift; crash "$@" ;;
   down) down ;;
   env) echo "export KUBECONFIG=$KUBECONFIG" ;;
-  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|env|crash NAMESPACE POD CONTAINER" >&2; exit 2 ;;
 esac

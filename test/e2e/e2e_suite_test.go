@@ -32,8 +32,8 @@ func TestE2E(t *testing.T) {
 }
 
 // cluster runs test/cluster/cluster.sh with the suite's output.
-func cluster(verb string) error {
-	cmd := exec.Command(filepath.Join(root, "test", "cluster", "cluster.sh"), verb)
+func cluster(args ...string) error {
+	cmd := exec.Command(filepath.Join(root, "test", "cluster", "cluster.sh"), args...)
 	cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
 	return cmd.Run()
 }

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/inject"
 )
 
@@ -219,6 +221,15 @@ func runStdin(stdin string, args ...string) (string, error) {
 }
 
 func helmBin() string { return filepath.Join(root, "bin", "helm") }
+
+// lastOperation is the controller's record of its last failover or takeover.
+func lastOperation() failover.Operation {
+	GinkgoHelper()
+	var op failover.Operation
+	raw := mustKubectl("get", "statefulset", sts, "-o", `jsonpath={.metadata.annotations.replicant\.dev/last-operation}`)
+	Expect(json.Unmarshal([]byte(raw), &op)).To(Succeed(), "last-operation %q", raw)
+	return op
+}
 
 func dbPodLabel(pod, label string) string {
 	for _, p := range dbPods() {

@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/inject"
 )
 
@@ -90,16 +91,35 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		Expect(dbPodLabel("db-0", inject.LabelRole)).To(Equal("replica"))
 	})
 
-	It("fails over when the master pod is deleted, losing no acknowledged write; the pod rejoins without cloning", func() {
-		w := startWriter("failover", 250)
+	It("hands the master over when its pod is deleted: nothing lost, the pod rejoins without cloning", func() {
+		w := startWriter("delete", 150)
 		time.Sleep(3 * time.Second)
 		mustKubectl("delete", "pod", "db-1", "--wait=false")
 		Eventually(master).WithTimeout(time.Minute).WithPolling(500 * time.Millisecond).ShouldNot(Equal("db-1"))
+		op := lastOperation()
+		Expect(op.Op).To(Equal(failover.OpTakeover), "a graceful takeover, not a failover: %+v", op)
+		Expect(op.From).To(Equal("db-1"))
+		Expect(op.Message).To(ContainSubstring("terminating"))
 		acked, servers, lines := w.wait()
 		Expect(len(servers)).To(BeNumerically(">=", 2), "writes before and after: %v", lines)
 		eventuallySettled(3, 4*time.Minute)
 		Expect(cloneLog("db-1")).To(ContainSubstring("decision: keep the data"))
 		Expect(dbPodLabel("db-1", inject.LabelRole)).To(Equal("replica"))
+		expectRowsEverywhere(acked)
+	})
+
+	It("fails over when the master's server is killed; the restarted server rejoins as a replica", func() {
+		old := master()
+		w := startWriter("crash", 150)
+		time.Sleep(3 * time.Second)
+		Expect(cluster("crash", ns, old, "mariadb")).To(Succeed())
+		Eventually(master).WithTimeout(time.Minute).WithPolling(500 * time.Millisecond).ShouldNot(Equal(old))
+		op := lastOperation()
+		Expect(op.Op).To(Equal(failover.OpFailover), "%+v", op)
+		acked, servers, lines := w.wait()
+		Expect(len(servers)).To(BeNumerically(">=", 2), "writes before and after: %v", lines)
+		eventuallySettled(3, 3*time.Minute)
+		Expect(dbPodLabel(old, inject.LabelRole)).To(Equal("replica"))
 		expectRowsEverywhere(acked)
 	})
 
@@ -147,6 +167,9 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		mustKubectl("scale", "statefulset", sts, "--replicas=2")
 		eventuallySettled(2, 4*time.Minute)
 		acked, _, _ := w.wait()
+		op := lastOperation()
+		Expect(op.Op).To(Equal(failover.OpTakeover), "the removed master was handed over, not failed over: %+v", op)
+		Expect(op.From).To(Equal("db-4"))
 		Expect([]string{master()}).To(SatisfyAny(Equal([]string{"db-0"}), Equal([]string{"db-1"})))
 		Expect(serviceEndpoints("db-replicas")).To(HaveLen(1))
 		Expect(serviceEndpoints("db-master")).To(HaveLen(1))
