@@ -240,7 +240,7 @@ func TestTerminatingMasterIsHandedOver(t *testing.T) {
 				return s
 			}, handoff: "db-0"},
 		{name: "a terminating replica is unhealthy and never chosen", replicas: 5,
-			edit: func(s []Server) []Server { s[4], s[0] = terminating(s[4]), terminating(s[0]); return s },
+			edit:    func(s []Server) []Server { s[4], s[0] = terminating(s[4]), terminating(s[0]); return s },
 			handoff: "db-1", unhealth: []string{"db-0"}},
 		{name: "no healthy replica: it stops as master (failover then decides)", replicas: 5,
 			edit: func(s []Server) []Server {

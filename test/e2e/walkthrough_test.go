@@ -59,7 +59,9 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 			_, err := sql(sts+"-master", fmt.Sprintf("INSERT INTO orders (note, server) VALUES ('walk-%d', @@hostname)", i))
 			Expect(err).NotTo(HaveOccurred())
 		}
-		Eventually(func() (string, error) { return sql(sts+"-replicas", "SELECT COUNT(*) FROM orders WHERE note LIKE 'walk-%'") }).
+		Eventually(func() (string, error) {
+			return sql(sts+"-replicas", "SELECT COUNT(*) FROM orders WHERE note LIKE 'walk-%'")
+		}).
 			WithTimeout(20 * time.Second).Should(Equal("10"))
 		_, err = sql(sts+"-replicas", "INSERT INTO orders (note) VALUES ('must-fail')")
 		Expect(err).To(MatchError(ContainSubstring("read-only")), "replicas refuse writes")
