@@ -467,6 +467,13 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snap
 		}
 		r.Recorder.Eventf(sts, corev1.EventTypeNormal, "Replicating", "%s replicates from %s", pod, master.Pod)
 	}
+	for _, pod := range plan.Start {
+		if err := r.pool(snap.server(pod).Addr, snap.server(pod).Login).StartReplica(ctx); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.Recorder.Eventf(sts, corev1.EventTypeNormal, "Replicating", "%s replicates from %s again", pod, master.Pod)
+	}
 	for pod, errant := range plan.Quarantine {
 		r.warnOnce(sts, "ErrantTransactions/"+pod, fmt.Sprintf(
 			"%s holds transactions %v that master %s never had: kept read-only and out of the Services; resolve by hand (re-clone, or replay them on the master)",

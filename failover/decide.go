@@ -80,6 +80,9 @@ type Plan struct {
 	Fence []string
 	// Repoint lists replicas to point at the master (stopped, CHANGE MASTER, started).
 	Repoint []string
+	// Start lists replicas configured for the master whose replication is stopped
+	// without an error: a restarted server (skip_slave_start) waiting for the controller.
+	Start []string
 	// Quarantine lists servers with errant transactions: kept read-only and out of
 	// the Services, with the errant GTIDs.
 	Quarantine map[string][]mysql.GTID
@@ -188,6 +191,12 @@ func Decide(s Snapshot) Plan {
 			p.Repoint = append(p.Repoint, srv.Pod)
 			p.Healthy[srv.Pod] = false
 			p.Reasons = append(p.Reasons, fmt.Sprintf("%s does not replicate from %s: repoint it", srv.Pod, master.Pod))
+			continue
+		}
+		if r := srv.State.Replica; r.IORunning == "No" && !r.SQLRunning && r.LastIOErrno == 0 && r.LastSQLErrno == 0 {
+			p.Start = append(p.Start, srv.Pod)
+			p.Healthy[srv.Pod] = false
+			p.Reasons = append(p.Reasons, fmt.Sprintf("%s replicates from %s but both threads are stopped (restarted): start them", srv.Pod, master.Pod))
 			continue
 		}
 		p.Healthy[srv.Pod] = srv.State.Replica.Replicating() && srv.Lag >= 0 && srv.Lag <= s.MaxLag

@@ -274,3 +274,33 @@ func TestTerminatingMasterIsHandedOver(t *testing.T) {
 		t.Errorf("takeover to a terminating pod: %v", err)
 	}
 }
+
+func TestRestartedReplicaIsStarted(t *testing.T) {
+	stopped := func(s Server, io string, sql bool, ioErr int) Server {
+		r := *s.State.Replica
+		r.IORunning, r.SQLRunning, r.LastIOErrno = io, sql, ioErr
+		s.State.Replica = &r
+		return s
+	}
+	for _, c := range []struct {
+		name  string
+		db1   func(Server) Server
+		start bool
+	}{
+		{"restarted (skip_slave_start): both threads stopped, no error", func(s Server) Server { return stopped(s, "No", false, 0) }, true},
+		{"an IO thread stopped by hand stays stopped", func(s Server) Server { return stopped(s, "No", true, 0) }, false},
+		{"an IO error is not papered over", func(s Server) Server { return stopped(s, "No", false, 2003) }, false},
+		{"replicating", func(s Server) Server { return s }, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := Decide(Snapshot{Cluster: "db", Master: "db-0", MaxLag: time.Minute,
+				Servers: []Server{srv(t, "db-0", 0, "rw", "0-100-9", ""), c.db1(srv(t, "db-1", 1, "ro", "0-100-9", "db-0"))}})
+			if got := len(p.Start) == 1 && p.Start[0] == "db-1"; got != c.start {
+				t.Errorf("start = %v, want db-1 started: %v (%v)", p.Start, c.start, p.Reasons)
+			}
+			if p.Healthy["db-1"] != (c.name == "replicating") {
+				t.Errorf("healthy = %v", p.Healthy["db-1"])
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package failover_test
 
 import (
+	"database/sql"
 	"fmt"
 	"strings"
 	"testing"
@@ -90,4 +91,54 @@ func TestTerminatingMasterHandsOverGracefully(t *testing.T) {
 	if cl.Master() == "db-0" {
 		t.Errorf("master still db-0")
 	}
+}
+
+// A replica whose server restarted (skip_slave_start: both threads stopped, no error)
+// replicates again without a human; STOP SLAVE leaves the same state.
+func TestStoppedReplicaIsStartedAgain(t *testing.T) {
+	cl := managed.Start(t, 2)
+	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes"}))
+	if _, err := cl.Servers[1].DB().Exec("STOP SLAVE"); err != nil {
+		t.Fatal(err)
+	}
+	if io, sql := threads(t, cl.Servers[1].DB()); io != "No" || sql != "No" {
+		t.Fatalf("after STOP SLAVE: IO %s, SQL %s", io, sql)
+	}
+	cl.Eventually("both threads running again", func() error {
+		if io, sql := threads(t, cl.Servers[1].DB()); io != "Yes" || sql != "Yes" {
+			return fmt.Errorf("IO %s, SQL %s", io, sql)
+		}
+		return nil
+	})
+	cl.Eventually("healthy", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes"}))
+}
+
+// threads reads Slave_IO_Running and Slave_SQL_Running.
+func threads(t *testing.T, db *sql.DB) (io, sqlThread string) {
+	t.Helper()
+	rows, err := db.Query("SHOW SLAVE STATUS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	if !rows.Next() {
+		t.Fatal("no replica status")
+	}
+	vals := make([]any, len(cols))
+	for i := range vals {
+		vals[i] = new(sql.RawBytes)
+	}
+	if err := rows.Scan(vals...); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cols {
+		switch c {
+		case "Slave_IO_Running":
+			io = string(*vals[i].(*sql.RawBytes))
+		case "Slave_SQL_Running":
+			sqlThread = string(*vals[i].(*sql.RawBytes))
+		}
+	}
+	return io, sqlThread
 }

@@ -33,7 +33,7 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		out := mustKubectl("get", "statefulset", sts, "-o",
 			`jsonpath={range .spec.template.spec.initContainers[*]}{.name}{" "}{end}{range .spec.template.spec.containers[*]}{.name}{" "}{end}`)
 		Expect(strings.Fields(out)).To(Equal([]string{"replicant-install", "replicant-config", "replicant-clone", "mariadb", "replicant-sidecar"}))
-		Expect(mustKubectl("get", "statefulset", sts, "-o", "jsonpath={.metadata.annotations}")).To(ContainSubstring(inject.AnnInjected))
+		Expect(mustKubectl("get", "statefulset", sts, "-o", "jsonpath={.spec.template.metadata.annotations}")).To(ContainSubstring(inject.AnnInjected))
 	})
 
 	It("comes up as one master and two replicas; db-1 and db-2 clone", func() {
