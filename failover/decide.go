@@ -181,7 +181,7 @@ func Decide(s Snapshot) Plan {
 		}
 		// The master is observed last, so a replica's binlog holds nothing the master
 		// had not written by then, unless it is errant.
-		if errant := srv.State.BinlogState.Errant(master.State.BinlogState); len(errant) > 0 {
+		if errant := srv.State.BinlogState.ErrantBeyond(master.State.BinlogState, master.State.ReplicaPos); len(errant) > 0 {
 			p.Quarantine[srv.Pod] = errant
 			p.Healthy[srv.Pod] = false
 			p.Reasons = append(p.Reasons, fmt.Sprintf("%s has errant transactions %v: quarantined", srv.Pod, errant))

@@ -304,3 +304,22 @@ func TestRestartedReplicaIsStarted(t *testing.T) {
 		})
 	}
 }
+
+// Found end to end: a master promoted from a cloned replica lacks, in its binlog
+// state, the server ids of masters before the clone; replicas that logged those
+// masters' transactions are not errant.
+func TestReplicasOfAnOlderMasterAreNotErrantAgainstAClonedMaster(t *testing.T) {
+	master := srv(t, "db-4", 4, "rw", "0-100-2400,0-104-2500", "")
+	master.State.ReplicaPos = gtids(t, "0-100-2400")
+	p := Decide(Snapshot{Cluster: "db", Master: "db-4", MaxLag: time.Minute, Servers: []Server{
+		srv(t, "db-0", 0, "ro", "0-101-2025,0-100-2400,0-104-2500", "db-4"), master}})
+	if len(p.Quarantine) != 0 || !p.Healthy["db-0"] {
+		t.Fatalf("quarantine %v, healthy %v: %v", p.Quarantine, p.Healthy, p.Reasons)
+	}
+	// Without what the master applied, the same replica looks errant: the case is real.
+	master.State.ReplicaPos = nil
+	if p := Decide(Snapshot{Cluster: "db", Master: "db-4", MaxLag: time.Minute, Servers: []Server{
+		srv(t, "db-0", 0, "ro", "0-101-2025,0-100-2400,0-104-2500", "db-4"), master}}); len(p.Quarantine) != 1 {
+		t.Fatalf("quarantine %v", p.Quarantine)
+	}
+}

@@ -101,9 +101,25 @@ func (s GTIDSet) Equal(other GTIDSet) bool { return s.Contains(other) && other.C
 // never seen by the new one). Sequence numbers are counted per domain, not per server,
 // so how many transactions lie behind each head is not known from the states alone.
 func (s GTIDSet) Errant(reference GTIDSet) []GTID {
+	return s.ErrantBeyond(reference, nil)
+}
+
+// ErrantBeyond is Errant for a reference server whose binlog does not hold its whole
+// history: a server cloned from a backup (or whose binlogs were purged) names in
+// @@gtid_binlog_state only the servers whose transactions it logged since, yet it
+// applied every transaction of a domain up to the head of its @@gtid_slave_pos there
+// (referenceApplied). A (domain, server) the reference's binlog state does not name at
+// all is held up to that head. A server it does name is still compared exactly, which
+// is what catches an old master's transactions written beside the new history.
+func (s GTIDSet) ErrantBeyond(reference, referenceApplied GTIDSet) []GTID {
+	applied := referenceApplied.domainHeads()
 	var out []GTID
 	for _, g := range s.GTIDs() {
-		if have, ok := reference[g.Domain][g.Server]; !ok || g.Seq > have {
+		have, ok := reference[g.Domain][g.Server]
+		switch {
+		case ok && g.Seq <= have:
+		case !ok && g.Seq <= applied[g.Domain]:
+		default:
 			out = append(out, g)
 		}
 	}
