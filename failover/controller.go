@@ -351,6 +351,13 @@ func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods 
 		srv.CloneGTID = r.cloneGTID(ctx, pod.Status.PodIP)
 		snap.Servers = append(snap.Servers, srv)
 	}
+	if snap.Master != "" && snap.server(snap.Master) == nil {
+		// The master's pod is gone (force-deleted, its node lost): a master that is
+		// down, for failover to decide — never a cluster without one, which would be
+		// bootstrapped by binlog state alone.
+		snap.Servers = append(snap.Servers, Server{Pod: snap.Master, Ordinal: ordinalOf(snap.Master), Lag: -1,
+			Err: "pod does not exist"})
+	}
 	return snap
 }
 

@@ -142,3 +142,28 @@ func threads(t *testing.T, db *sql.DB) (io, sqlThread string) {
 	}
 	return io, sqlThread
 }
+
+// A master whose pod object vanishes (force-deleted, its node lost) is failed over,
+// with the failover's rules — not treated as a cluster without a master, which would
+// be bootstrapped on binlog state alone.
+func TestMasterPodGoneIsAFailover(t *testing.T) {
+	cl := managed.Start(t, 3)
+	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	cl.Servers[0].Kill()
+	var pod corev1.Pod
+	if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: cl.Sts.Namespace, Name: "db-0"}, &pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.C.Delete(cl.Ctx, &pod); err != nil {
+		t.Fatal(err)
+	}
+	cl.Eventually("a failover", func() error {
+		if op := cl.LastOperation(); op.Op != failover.OpFailover || op.Result != failover.ResultOK {
+			return fmt.Errorf("last operation %+v", op)
+		}
+		return nil
+	})
+	if m := cl.Master(); m != "db-1" && m != "db-2" {
+		t.Fatalf("master %q", m)
+	}
+}

@@ -114,7 +114,7 @@ func Mutate(sts *appsv1.StatefulSet, cfg Config) (*appsv1.StatefulSet, error) {
 // isOurPreStop recognises the preStop hook add injects.
 func isOurPreStop(l *corev1.Lifecycle) bool {
 	return l != nil && l.PreStop != nil && l.PreStop.HTTPGet != nil &&
-		l.PreStop.HTTPGet.Path == PreStopPath && l.PreStop.HTTPGet.Port == intstr.FromString(SidecarPortName)
+		l.PreStop.HTTPGet.Path == PreStopPath && l.PreStop.HTTPGet.Port == intstr.FromInt32(SidecarPort)
 }
 
 // strip removes every part replicant injected and puts back the user's own conf.d
@@ -256,7 +256,9 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 			db.Lifecycle = &corev1.Lifecycle{}
 		}
 		db.Lifecycle.PreStop = &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{
-			Path: PreStopPath, Port: intstr.FromString(SidecarPortName)}}
+			// By number: kubelet resolves a hook's named port among this container's
+			// own ports, and the name belongs to the sidecar.
+			Path: PreStopPath, Port: intstr.FromInt32(SidecarPort)}}
 	}
 
 	pod := podEnv(sts)

@@ -424,8 +424,8 @@ func TestServerStopsOnlyOnceReadOnly(t *testing.T) {
 	out := mustMutate(t, userStatefulSet(), testConfig)
 	db := container(t, out.Spec.Template.Spec.Containers, "mariadb")
 	if db.Lifecycle == nil || db.Lifecycle.PreStop == nil || db.Lifecycle.PreStop.HTTPGet == nil ||
-		db.Lifecycle.PreStop.HTTPGet.Path != PreStopPath || db.Lifecycle.PreStop.HTTPGet.Port.StrVal != SidecarPortName {
-		t.Fatalf("server container preStop = %+v, want GET %s on port %s", db.Lifecycle, PreStopPath, SidecarPortName)
+		db.Lifecycle.PreStop.HTTPGet.Path != PreStopPath || db.Lifecycle.PreStop.HTTPGet.Port.IntValue() != SidecarPort {
+		t.Fatalf("server container preStop = %+v, want GET %s on port %d (a named port resolves among the server container's own)", db.Lifecycle, PreStopPath, SidecarPort)
 	}
 
 	// A user's own hook stays, and ours is not added beside it (a container has one).

@@ -222,6 +222,12 @@ func runStdin(stdin string, args ...string) (string, error) {
 
 func helmBin() string { return filepath.Join(root, "bin", "helm") }
 
+// podStatus is the controller's status annotation on a pod ("" when absent).
+func podStatus(pod string) string {
+	out, _ := kubectl("get", "pod", pod, "-o", `jsonpath={.metadata.annotations.replicant\.dev/status}`)
+	return out
+}
+
 // lastOperation is the controller's record of its last failover or takeover.
 func lastOperation() failover.Operation {
 	GinkgoHelper()
