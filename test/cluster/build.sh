@@ -31,8 +31,12 @@ if [ ! -x "$rootfs/usr/local/bin/docker-entrypoint.sh" ]; then
   deboot_pid=$!
 fi
 
-"$here/build-coredns.sh" "$COREDNS_VERSION" "$CACHE/coredns-$COREDNS_VERSION/coredns"
-"$here/build-cert-manager.sh" "$CERT_MANAGER_VERSION" "$cm"
+# The two Go builds side by side: each spends part of its time resolving modules and
+# linking on one core.
+"$here/build-coredns.sh" "$COREDNS_VERSION" "$CACHE/coredns-$COREDNS_VERSION/coredns" &
+coredns_pid=$!
+"$here/build-cert-manager.sh" "$CERT_MANAGER_VERSION" "$cm" || { kill "$coredns_pid" 2>/dev/null; exit 1; }
+wait "$coredns_pid"
 
 # cert-manager's chart and CRDs from its module (the source chart's Chart.yaml is a
 # template its release tool fills in; so do we).
