@@ -25,15 +25,19 @@ func terminate(cl *managed.Cluster, name string) {
 	if err := cl.C.Get(cl.Ctx, key, &pod); err != nil {
 		cl.T.Fatal(err)
 	}
+	// A merge patch, not an update: the controller labels the pod concurrently, and an
+	// update of a stale copy is refused with a conflict.
+	patch := client.MergeFrom(pod.DeepCopy())
 	pod.Finalizers = append(pod.Finalizers, hold)
-	if err := cl.C.Update(cl.Ctx, &pod); err != nil {
+	if err := cl.C.Patch(cl.Ctx, &pod, patch); err != nil {
 		cl.T.Fatal(err)
 	}
 	cl.T.Cleanup(func() {
 		var p corev1.Pod
 		if cl.C.Get(cl.Ctx, key, &p) == nil {
+			release := client.MergeFrom(p.DeepCopy())
 			p.Finalizers = nil
-			_ = cl.C.Update(cl.Ctx, &p)
+			_ = cl.C.Patch(cl.Ctx, &p, release)
 		}
 	})
 	if err := cl.C.Delete(cl.Ctx, &pod); err != nil {

@@ -66,9 +66,18 @@ func TestResetReplicaAndLag(t *testing.T) {
 	cl.Request(inject.AnnMaxLag, "2s")
 	r1 := cl.Servers[1]
 	r1.Exec(cl.Ctx, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 6", "START SLAVE")
-	cl.Eventually("lagging replica unhealthy", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/no", "db-2": "replica/yes"}))
-	if rs := replicaStatus(t, r1); !rs.Replicating() {
-		t.Errorf("db-1 should still replicate: %+v", rs)
+	// Right after START SLAVE the IO thread is still connecting (Connecting, Preparing)
+	// and the replica is unhealthy for that reason alone: wait until both threads run,
+	// then it must be unhealthy for its lag.
+	lagging := cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/no", "db-2": "replica/yes"})
+	cl.Eventually("lagging replica unhealthy while it replicates", func() error {
+		if rs := replicaStatus(t, r1); !rs.Replicating() {
+			return fmt.Errorf("db-1 does not replicate yet: %+v", rs)
+		}
+		return lagging()
+	})
+	if st := cl.PodStatus("db-1"); st.LagSeconds == nil || *st.LagSeconds < 2 {
+		t.Errorf("db-1 is unhealthy, but its published lag is not above max-lag: %+v", st)
 	}
 	r1.Exec(cl.Ctx, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 0", "START SLAVE")
 	cl.Eventually("caught up", cl.Want(healthy))

@@ -297,3 +297,17 @@ func (cl *Cluster) AnnotatePod(pod, key, value string) {
 		cl.T.Fatal(err)
 	}
 }
+
+// PodStatus reads the replicant.dev/status annotation the controller published on a pod.
+func (cl *Cluster) PodStatus(pod string) failover.PodStatus {
+	cl.T.Helper()
+	p := &corev1.Pod{}
+	if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: pod}, p); err != nil {
+		cl.T.Fatal(err)
+	}
+	var st failover.PodStatus
+	if err := json.Unmarshal([]byte(p.Annotations[inject.AnnStatus]), &st); err != nil {
+		cl.T.Fatalf("pod %s status %q: %v", pod, p.Annotations[inject.AnnStatus], err)
+	}
+	return st
+}
