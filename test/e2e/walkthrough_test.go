@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -242,5 +243,41 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		Expect(err).NotTo(HaveOccurred())
 		diff, err := runStdin(out, "diff", "-f", "-")
 		Expect(err).NotTo(HaveOccurred(), "kubectl diff against the installed objects: %s", diff)
+	})
+
+	It("installs the same way with helm install: the webhook injects, the controller takes over, no pod rolls", func() {
+		generation := mustKubectl("get", "statefulset", sts, "-o", "jsonpath={.metadata.generation}")
+		old := master()
+		_, err := run(3*time.Minute, filepath.Join(root, "bin", "kubectl"), "delete", "-k", "manifests/", "--wait=true", "--timeout=170s")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = run(4*time.Minute, helmBin(), "install", "replicant", "charts/replicant",
+			"--namespace", "replicant-system", "--create-namespace", "--wait", "--timeout", "200s")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() (string, error) {
+			return kubectl("get", "mutatingwebhookconfiguration", "replicant", "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}")
+		}).WithTimeout(2*time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty(), "cert-manager's cainjector fills the helm-installed webhook's CA bundle")
+
+		By("the helm-installed webhook injects a new StatefulSet (server-side dry run)")
+		example := readExample()
+		plain := example[strings.Index(example, "apiVersion: apps/v1"):]
+		plain = strings.Replace(plain, "  name: db\n", "  name: db-helm-check\n", 1)
+		Eventually(func() (string, error) {
+			return runStdin(plain, "create", "--dry-run=server", "-f", "-", "-o",
+				`jsonpath={range .spec.template.spec.initContainers[*]}{.name}{" "}{end}{range .spec.template.spec.containers[*]}{.name}{" "}{end}`)
+		}).WithTimeout(time.Minute).WithPolling(2 * time.Second).Should(
+			Equal("replicant-install replicant-config replicant-clone mariadb replicant-sidecar "))
+
+		By("the helm-installed controller carries out a takeover")
+		target := "db-0"
+		if old == target {
+			target = "db-1"
+		}
+		out, err := replicant("graceful-master-takeover", "-a", alias, "-d", target)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(ContainSubstring(target))
+		eventuallySettled(3, time.Minute)
+		Expect(master()).To(Equal(target))
+		Expect(mustKubectl("get", "statefulset", sts, "-o", "jsonpath={.metadata.generation}")).To(Equal(generation),
+			"reinstalling replicant with helm changed the pod template: the pods would roll")
 	})
 })
