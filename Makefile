@@ -73,12 +73,13 @@ k8s-bins: deps
 tools: helm
 helm:
 	@if [ ! -x $(HELM_BIN) ]; then \
-		echo "helm: building $(HELM_VERSION) from its module (~3 min cold)"; \
+		echo "helm: building $(HELM_VERSION) from its module (~3 min cold)"; start=$$(date +%s); \
 		GOBIN=$(dir $(HELM_BIN)) CGO_ENABLED=0 go install -trimpath -ldflags "\
 			-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 			-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(k8s_minor) \
 			-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(k8s_minor)" \
-			helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+			helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
+		echo "helm: built in $$(( $$(date +%s) - start ))s: $(HELM_BIN)"; \
 	fi
 	@mkdir -p bin && ln -sfn $(HELM_BIN) bin/helm
 

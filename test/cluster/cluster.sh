@@ -304,6 +304,18 @@ up() {
   log "up: export KUBECONFIG=$KUBECONFIG"
 }
 
+# A failed up prints the end of every component's log and what runs: in a CI log that
+# is often the only trace of why.
+log_tails() {
+  local f
+  for f in "$DIR"/logs/*.log; do
+    [ -s "$f" ] || continue
+    echo "--- last lines of $f"
+    tail -n 15 "$f"
+  done
+  kubectl get pods -A -o wide --request-timeout=5s 2>&1 || true
+}
+
 # --- down ----------------------------------------------------------------------
 
 stop() { # stop NAME…: TERM, then KILL after 10 s
@@ -394,7 +406,7 @@ crash() {
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) trap 'rc=$?; [ "$rc" = 0 ] || log_tails >&2; exit "$rc"' EXIT; up ;;
   crash) shift; crash "$@" ;;
   down) down ;;
   env) echo "export KUBECONFIG=$KUBECONFIG" ;;
