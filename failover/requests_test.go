@@ -2,9 +2,12 @@ package failover_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/inject"
@@ -65,7 +68,7 @@ func TestResetReplicaAndLag(t *testing.T) {
 	// Lag: db-1 applies with a 6 s delay while both threads run; max-lag is 2 s.
 	cl.Request(inject.AnnMaxLag, "2s")
 	r1 := cl.Servers[1]
-	r1.Exec(cl.Ctx, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 6", "START SLAVE")
+	setDelay(t, r1, 6)
 	// Right after START SLAVE the IO thread is still connecting (Connecting, Preparing)
 	// and the replica is unhealthy for that reason alone: wait until both threads run,
 	// then it must be unhealthy for its lag.
@@ -79,7 +82,7 @@ func TestResetReplicaAndLag(t *testing.T) {
 	if st := cl.PodStatus("db-1"); st.LagSeconds == nil || *st.LagSeconds < 2 {
 		t.Errorf("db-1 is unhealthy, but its published lag is not above max-lag: %+v", st)
 	}
-	r1.Exec(cl.Ctx, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 0", "START SLAVE")
+	setDelay(t, r1, 0)
 	cl.Eventually("caught up", cl.Want(healthy))
 
 	// Semi-sync: with no replica receiving, the master's commits stop waiting for
@@ -92,4 +95,25 @@ func TestResetReplicaAndLag(t *testing.T) {
 	cl.Servers[2].Exec(cl.Ctx, "START SLAVE")
 	cl.Servers[0].Exec(cl.Ctx, "CREATE DATABASE IF NOT EXISTS semisync_probe2")
 	cl.Event("SemiSyncRestored")
+}
+
+// setDelay sets a replica's MASTER_DELAY. CHANGE MASTER needs both threads stopped, and
+// the controller starts a replica it sees stopped (its job): when it wins that race,
+// the change is refused with ER_SLAVE_MUST_STOP and made again.
+func setDelay(t *testing.T, s *mariadb.Server, seconds int) {
+	t.Helper()
+	const erSlaveMustStop = 1198
+	for attempt := 1; ; attempt++ {
+		s.Exec(context.Background(), "STOP SLAVE")
+		_, err := s.DB().Exec(fmt.Sprintf("CHANGE MASTER TO MASTER_DELAY = %d", seconds))
+		var me *gomysql.MySQLError
+		if errors.As(err, &me) && me.Number == erSlaveMustStop && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: MASTER_DELAY = %d: %v", s.Name, seconds, err)
+		}
+		s.Exec(context.Background(), "START SLAVE")
+		return
+	}
 }

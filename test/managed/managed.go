@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,16 +180,23 @@ func (cl *Cluster) Want(topology map[string]string) func() error {
 	}
 }
 
-// event waits for an Event with reason on the StatefulSet.
+// Event waits for an Event with reason on the StatefulSet.
 func (cl *Cluster) Event(reason string) {
 	cl.T.Helper()
-	cl.Eventually(reason+" event", func() error {
+	cl.EventWith(reason, "")
+}
+
+// EventWith waits for an Event with reason on the StatefulSet whose message contains
+// message.
+func (cl *Cluster) EventWith(reason, message string) {
+	cl.T.Helper()
+	cl.Eventually(fmt.Sprintf("%s event %q", reason, message), func() error {
 		events := &corev1.EventList{}
 		if err := cl.C.List(cl.Ctx, events, client.InNamespace("default")); err != nil {
 			return err
 		}
 		for _, e := range events.Items {
-			if e.Reason == reason && e.InvolvedObject.Name == "db" {
+			if e.Reason == reason && e.InvolvedObject.Name == "db" && strings.Contains(e.Message, message) {
 				return nil
 			}
 		}
