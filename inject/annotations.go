@@ -282,6 +282,33 @@ func ParseOptions(sts *appsv1.StatefulSet) (Options, error) {
 	return opts, nil
 }
 
+// NotActedOn lists, for the annotations opts carries, those this release validates but
+// does not act on yet, each saying what happens instead. The webhook returns them as
+// admission warnings (kubectl prints them): a backup schedule that takes no backup
+// must not be silent.
+func (o Options) NotActedOn() []string {
+	var notes []string
+	var backup []string
+	for _, a := range []struct {
+		name string
+		set  bool
+	}{{AnnBackupSchedule, o.BackupSchedule != ""}, {AnnBackupURI, o.BackupURI != ""},
+		{AnnBackupSecret, o.BackupSecret != ""}, {AnnBackupRetention, o.BackupRetention != 0}} {
+		if a.set {
+			backup = append(backup, a.name)
+		}
+	}
+	if len(backup) > 0 {
+		notes = append(notes, fmt.Sprintf("%s: scheduled backups are not implemented by this release; no backup is taken",
+			strings.Join(backup, ", ")))
+	}
+	if o.InitURI != "" {
+		notes = append(notes, fmt.Sprintf("%s: restoring from a backup is not implemented by this release; a pod with no data and no server to clone from fails its %s step",
+			AnnInitURI, ContainerClone))
+	}
+	return notes
+}
+
 // FlavorFromImage tells the flavor from a server image reference, looking at its
 // repository name only (never the registry or tag): mariadb, mysql, percona.
 func FlavorFromImage(image string) (Flavor, bool) {

@@ -58,11 +58,11 @@ func FuzzAnnotations(f *testing.F) {
 			t.Fatalf("accepted retention %d", opts.BackupRetention)
 		}
 
-		once, err := Mutate(sts, testConfig)
+		once, _, err := Mutate(sts, testConfig)
 		if err != nil {
 			return // e.g. flavor mysql, refused by the mutation with its own message
 		}
-		twice, err := Mutate(once, testConfig)
+		twice, _, err := Mutate(once, testConfig)
 		if err != nil || !equality.Semantic.DeepEqual(once, twice) {
 			t.Fatalf("second pass differs (err %v)", err)
 		}
@@ -77,7 +77,7 @@ func BenchmarkMutate(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		if _, err := Mutate(sts, testConfig); err != nil {
+		if _, _, err := Mutate(sts, testConfig); err != nil {
 			b.Fatal(err)
 		}
 		durations = append(durations, time.Since(start))

@@ -92,23 +92,24 @@ func Enabled(sts *appsv1.StatefulSet) bool { return sts.Labels[LabelInject] == I
 // Mutate returns the StatefulSet as replicant manages it: injected when it carries
 // the opt-in label, stripped of any earlier injection when it does not (opting out
 // gives back the plain StatefulSet). sts is not modified. A refusal is a Problems
-// error naming every bad annotation or conflict.
-func Mutate(sts *appsv1.StatefulSet, cfg Config) (*appsv1.StatefulSet, error) {
+// error naming every bad annotation or conflict; warnings name the annotations
+// accepted but not acted on by this release (Options.NotActedOn).
+func Mutate(sts *appsv1.StatefulSet, cfg Config) (mutated *appsv1.StatefulSet, warnings []string, err error) {
 	out := sts.DeepCopy()
 	if err := strip(&out.Spec.Template); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !Enabled(out) {
-		return out, nil
+		return out, nil, nil
 	}
 	opts, err := ParseOptions(out)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := add(out, opts, cfg); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return out, nil
+	return out, opts.NotActedOn(), nil
 }
 
 // isOurPreStop recognises the preStop hook add injects.

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -50,7 +51,7 @@ func ptrTo[T any](v T) *T { return &v }
 
 func mustMutate(t *testing.T, sts *appsv1.StatefulSet, cfg Config) *appsv1.StatefulSet {
 	t.Helper()
-	out, err := Mutate(sts, cfg)
+	out, _, err := Mutate(sts, cfg)
 	if err != nil {
 		t.Fatalf("Mutate: %v", err)
 	}
@@ -338,7 +339,7 @@ func TestRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sts := userStatefulSet()
 			tc.change(sts)
-			out, err := Mutate(sts, testConfig)
+			out, _, err := Mutate(sts, testConfig)
 			if err == nil {
 				t.Fatalf("accepted; template init containers %v", names(out.Spec.Template.Spec.InitContainers))
 			}
@@ -357,6 +358,45 @@ func ann(k, v string) func(*appsv1.StatefulSet) {
 			s.Annotations = map[string]string{}
 		}
 		s.Annotations[k] = v
+	}
+}
+
+// Annotations accepted but not acted on by this release are named in warnings; the
+// StatefulSet is still injected.
+func TestNotActedOnAnnotationsAreWarnedAbout(t *testing.T) {
+	cases := []struct {
+		name        string
+		annotations map[string]string
+		want        []string // one substring per expected warning, in order
+	}{
+		{"none", nil, nil},
+		{"acted-on annotations only", map[string]string{AnnFailover: "manual", AnnMaxLag: "1m", AnnDurability: "async"}, nil},
+		{"a backup schedule", map[string]string{AnnBackupSchedule: "@daily", AnnBackupURI: "s3://b/p", AnnBackupRetention: "3"},
+			[]string{AnnBackupSchedule + ", " + AnnBackupURI + ", " + AnnBackupRetention + ": scheduled backups are not implemented by this release; no backup is taken"}},
+		{"a backup Secret alone", map[string]string{AnnBackupSecret: "creds"}, []string{AnnBackupSecret + ": scheduled backups"}},
+		{"init-uri and a bucket", map[string]string{AnnInitURI: "s3://b/full.xbstream.gz", AnnBackupURI: "s3://b"},
+			[]string{AnnBackupURI + ": scheduled backups", AnnInitURI + ": restoring from a backup is not implemented by this release; a pod with no data and no server to clone from fails its replicant-clone step"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sts := userStatefulSet()
+			sts.Annotations = tc.annotations
+			out, warnings, err := Mutate(sts, testConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := names(out.Spec.Template.Spec.Containers); !slices.Contains(got, ContainerSidecar) {
+				t.Errorf("not injected: containers %v", got)
+			}
+			if len(warnings) != len(tc.want) {
+				t.Fatalf("warnings %q, want %d", warnings, len(tc.want))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(warnings[i], w) {
+					t.Errorf("warning %q does not contain %q", warnings[i], w)
+				}
+			}
+		})
 	}
 }
 

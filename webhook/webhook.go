@@ -42,7 +42,7 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 	if err := h.decoder.Decode(req, sts); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
-	mutated, err := inject.Mutate(sts, h.Config)
+	mutated, warnings, err := inject.Mutate(sts, h.Config)
 	if err != nil {
 		log.FromContext(ctx).Info("refused", "statefulset", req.Namespace+"/"+req.Name, "operation", req.Operation, "reason", err.Error())
 		return admission.Denied("replicant: " + err.Error())
@@ -52,6 +52,8 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
 	resp := admission.PatchResponseFromRaw(req.Object.Raw, raw)
+	// kubectl prints these ("Warning: ..."); the object is stored all the same.
+	resp.Warnings = warnings
 	if len(resp.Patches) > 0 {
 		msg := "injected"
 		if !inject.Enabled(mutated) {

@@ -278,6 +278,21 @@ func TestWebhookOnRealAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("annotations not acted on yet are warned about and the StatefulSet is stored", func(t *testing.T) {
+		out, err := apply(t, manifest{name: "backed-up", namespace: "apps", labelled: true,
+			annotations: map[string]string{inject.AnnBackupSchedule: "@daily", inject.AnnBackupURI: "s3://bucket/db"}})
+		if err != nil {
+			t.Fatalf("kubectl apply: %v\n%s", err, out)
+		}
+		want := "Warning: replicant.dev/backup-schedule, replicant.dev/backup-uri: scheduled backups are not implemented by this release; no backup is taken"
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl output lacks %q:\n%s", want, out)
+		}
+		if got := containerNames(get(t, "apps", "backed-up").Spec.Template.Spec.Containers); got != "mariadb,replicant-sidecar" {
+			t.Errorf("stored containers = %s", got)
+		}
+	})
+
 	t.Run("dry-run shows the injection and stores nothing", func(t *testing.T) {
 		out, err := apply(t, manifest{name: "dry", namespace: "apps", labelled: true}, "--dry-run=server", "-o", "yaml")
 		if err != nil {
