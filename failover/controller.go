@@ -758,8 +758,18 @@ func (r *Reconciler) repoint(ctx context.Context, srv, master Server, creds Cred
 
 // publish writes role and health labels and the status annotation on every pod.
 func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods []corev1.Pod, snap Snapshot, plan Plan) error {
+	// The master's pod first: during a switch <sts>-master then briefly selects the old
+	// master (already read-only) beside the new one, never nothing, which kube-proxy
+	// would turn into refused connections until its next sync (up to a second).
+	order := make([]*corev1.Pod, 0, len(pods))
 	for i := range pods {
-		pod := &pods[i]
+		if plan.Roles[pods[i].Name] == RoleMaster {
+			order = append([]*corev1.Pod{&pods[i]}, order...)
+		} else {
+			order = append(order, &pods[i])
+		}
+	}
+	for _, pod := range order {
 		srv := snap.server(pod.Name)
 		if srv == nil {
 			continue

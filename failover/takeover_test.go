@@ -29,6 +29,7 @@ func TestGracefulTakeover(t *testing.T) {
 	}
 
 	checker := startChecker(cl)
+	labels := cl.WatchMasterLabel()
 	w := startWriter(cl)
 	w.waitFor("writes flowing", 100)
 	cl.Request(inject.AnnTakeoverTo, "db-2")
@@ -44,6 +45,11 @@ func TestGracefulTakeover(t *testing.T) {
 		t.Errorf("two writable servers at %d of %d polls", v, checker.polls.Load())
 	}
 	cl.Eventually("new topology", cl.Want(map[string]string{"db-0": "replica/yes", "db-1": "replica/yes", "db-2": "master/yes"}))
+	// The new master is labelled before the old one loses the label: db-master never
+	// selects nothing (refused connections until kube-proxy's next sync).
+	if events, gaps := labels.Finish(); events < 3 || gaps > 0 {
+		t.Errorf("master label: %d of %d pod states had no pod labelled master", gaps, events)
+	}
 	if !cl.ReadOnly(cl.Servers[0]) || cl.ReadOnly(cl.Servers[2]) {
 		t.Errorf("read_only: old master %v, new master %v", cl.ReadOnly(cl.Servers[0]), cl.ReadOnly(cl.Servers[2]))
 	}

@@ -319,3 +319,70 @@ func (cl *Cluster) PodStatus(pod string) failover.PodStatus {
 	}
 	return st
 }
+
+// MasterWatch follows the pods' role labels through a watch on the apiserver: every
+// state the labels pass through, in order, as the EndpointSlice controller sees them.
+type MasterWatch struct {
+	stop   context.CancelFunc
+	done   chan struct{}
+	events int
+	// gaps counts label states, after a master was first seen, in which no pod is
+	// labelled master: <sts>-master without endpoints, which kube-proxy turns into
+	// refused connections until its next sync.
+	gaps int
+}
+
+// WatchMasterLabel starts a MasterWatch; Finish stops it.
+func (cl *Cluster) WatchMasterLabel() *MasterWatch {
+	cl.T.Helper()
+	wc, err := client.NewWithWatch(cl.Env.Config, client.Options{Scheme: cl.Env.Scheme})
+	if err != nil {
+		cl.T.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(cl.Ctx)
+	watch, err := wc.Watch(ctx, &corev1.PodList{}, client.InNamespace(cl.Sts.Namespace),
+		client.MatchingLabels{inject.LabelCluster: cl.Sts.Name})
+	if err != nil {
+		stop()
+		cl.T.Fatal(err)
+	}
+	w := &MasterWatch{stop: stop, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		defer watch.Stop()
+		roles := map[string]string{}
+		seenMaster := false
+		for ev := range watch.ResultChan() {
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			w.events++
+			if ev.Type == "DELETED" {
+				delete(roles, pod.Name)
+			} else {
+				roles[pod.Name] = pod.Labels[inject.LabelRole]
+			}
+			masters := 0
+			for _, role := range roles {
+				if role == failover.RoleMaster {
+					masters++
+				}
+			}
+			seenMaster = seenMaster || masters > 0
+			if seenMaster && masters == 0 {
+				w.gaps++
+			}
+		}
+	}()
+	cl.T.Cleanup(func() { w.Finish() })
+	return w
+}
+
+// Finish stops the watch and returns how many pod events it saw and in how many of
+// the states they left no pod was labelled master.
+func (w *MasterWatch) Finish() (events, gaps int) {
+	w.stop()
+	<-w.done
+	return w.events, w.gaps
+}
