@@ -102,7 +102,7 @@ wait_for 60 "the old master back as a healthy replica" settled 3
 run replicant topology -a db.default
 
 # A writer in the client pod: one INSERT (a new connection each) every 100 ms,
-# printing epoch-ms, ok/fail, the attempt and the server that took it.
+# printing epoch-ms, ok/fail, the attempt and the server that took it (or the error).
 writer() {
   kubectl exec client -- bash -c '
     for i in $(seq 1 '"$2"'); do
@@ -110,10 +110,23 @@ writer() {
           -e "INSERT INTO orders (note, server) VALUES (\"'"$1"'-$i\", @@hostname); SELECT @@hostname" 2>&1); then
         echo "$(date +%s%3N) ok $i $out"
       else
-        echo "$(date +%s%3N) fail $i"
+        echo "$(date +%s%3N) fail $i $(printf %s "$out" | tr "\n" " " | grep -o "ERROR.*" | cut -c1-100)"
       fi
       sleep 0.1
     done'
+}
+# failure_kinds LOG: how the refused writes failed. "read-only" came from a server
+# that was no longer master but still behind db-master until kube-proxy followed the
+# label change; the others never reached a server.
+failure_kinds() {
+  local ro refused timeout other
+  ro=$(grep -c ' fail .*read-only' "$1" || true)
+  # With --connect-timeout the client reports a connect that fails at once (refused,
+  # unreachable) as 115 (EINPROGRESS), one that times out as 110.
+  refused=$(grep -c " fail .*Can't connect.* (11[15])" "$1" || true)
+  timeout=$(grep -c " fail .*Can't connect.* (110)" "$1" || true)
+  other=$(( $(grep -c ' fail ' "$1" || true) - ro - refused - timeout ))
+  echo "$ro read-only, $refused connection refused, $timeout connect timeout, $other other"
 }
 acked_notes=""
 # under_load PREFIX WHAT COMMAND…: runs COMMAND against the master while the writer
@@ -141,7 +154,7 @@ under_load() {
   else
     echo "  no write refused; the first write on $new came $(( back - at )) ms after the command"
   fi
-  echo "  writer: $oks writes acknowledged, $fails refused (one attempt every 100 ms)"
+  echo "  writer: $oks writes acknowledged, $fails refused (one attempt every 100 ms): $(failure_kinds "$log")"
 }
 
 step "5. The master pod is deleted under a steady write load"
