@@ -166,9 +166,12 @@ wait_for 240 "$old back as a healthy replica" settled 3
 run kubectl logs "$old" -c replicant-clone
 run replicant topology -a db.default
 
-step "5b. The master pod is force-deleted, as when its node is lost"
+step "5b. The master's node is lost: its server is killed and its pod force-deleted"
 old=$(master)
-under_load force "pod force-deleted" kubectl delete pod "$old" --grace-period=0 --force
+# lose_node POD: the server stops answering (SIGKILL from the node, as a dead node
+# stops it) and the pod object is removed (as the node lifecycle controller does).
+lose_node() { run "$cluster" crash "$NS" "$1" mariadb && run kubectl delete pod "$1" --grace-period=0 --force; }
+under_load force "node lost" lose_node "$old"
 quarantined() { kubectl get pod "$old" -o jsonpath='{.metadata.annotations.replicant\.dev/status}' | grep -q errantGTIDs; }
 back_or_quarantined() { settled 3 || quarantined; }
 wait_for 240 "$old back as a replica (or quarantined)" back_or_quarantined
