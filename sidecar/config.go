@@ -85,9 +85,17 @@ func (c ServerConfig) Fragment() (string, error) {
 	set("sync_binlog", "1")
 	set("innodb_flush_log_at_trx_commit", "1")
 	set("relay_log_recovery", "ON")
+	// A replica whose master's node vanished (no RST, an address nobody answers) must
+	// give up on it in seconds, not the default 60: STOP SLAVE waits for the IO thread,
+	// and a promotion starts with one. Heartbeats come every second (CHANGE MASTER),
+	// so a live master never trips it. Found by the e2e suite (a lost node).
+	set("slave_net_timeout", "4")
 	switch c.Durability {
 	case "semi-sync":
 		set("rpl_semi_sync_slave_enabled", "ON")
+		// STOP SLAVE connects to the master to end its dump thread; to a vanished
+		// master that connection only times out (5 s by default).
+		set("rpl_semi_sync_slave_kill_conn_timeout", "1")
 		set("rpl_semi_sync_master_enabled", "OFF")
 		set("rpl_semi_sync_master_wait_point", "AFTER_SYNC")
 		// With no replica connected the master does not stall: there is nobody to
