@@ -15,6 +15,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -56,6 +57,10 @@ type Options struct {
 	AntiFlap time.Duration
 	// ApplyTimeout bounds how long a promoted replica may take to apply its relay log.
 	ApplyTimeout time.Duration
+	// WriteLease is how long a master's sidecar keeps its server writable after the
+	// controller's last renewal (default 3s); LeaseMargin is added before another
+	// server takes writes (default 500ms: clock rates, the sidecar's check interval).
+	WriteLease, LeaseMargin time.Duration
 }
 
 // Reconciler runs every labelled StatefulSet's cluster.
@@ -82,6 +87,19 @@ type Reconciler struct {
 	// lastWarning is the last message of each repeated warning (by cluster and
 	// reason), so a condition that lasts is reported once, not every probe.
 	lastWarning map[string]string
+	// leases is the last write lease each cluster's master accepted, and firstSeen
+	// when this controller first ran each cluster: before a lease of its own, a
+	// previous controller's may still run.
+	leases    map[types.NamespacedName]leaseGrant
+	firstSeen map[types.NamespacedName]time.Time
+	sidecars  *http.Client
+}
+
+// leaseGrant is a write lease a master's sidecar accepted: at is when its answer
+// arrived, after the sidecar started counting.
+type leaseGrant struct {
+	pod string
+	at  time.Time
 }
 
 // SetupWithManager registers the controller: StatefulSets that opted in, and their
@@ -105,9 +123,18 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.ApplyTimeout == 0 {
 		r.Options.ApplyTimeout = 30 * time.Second
 	}
+	if r.Options.WriteLease == 0 {
+		r.Options.WriteLease = 3 * time.Second
+	}
+	if r.Options.LeaseMargin == 0 {
+		r.Options.LeaseMargin = 500 * time.Millisecond
+	}
 	if r.Reader == nil {
 		r.Reader = mgr.GetAPIReader()
 	}
+	r.leases = map[types.NamespacedName]leaseGrant{}
+	r.firstSeen = map[types.NamespacedName]time.Time{}
+	r.sidecars = &http.Client{Timeout: r.Options.ProbeTimeout}
 	r.pools = map[string]*mysql.Server{}
 	r.downSince = map[types.NamespacedName]time.Time{}
 	r.semiSync = map[types.NamespacedName]bool{}
@@ -151,12 +178,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	r.checkHeadlessService(ctx, req.NamespacedName, sts)
-	pods := &corev1.PodList{}
-	if err := r.Client.List(ctx, pods, client.InNamespace(sts.Namespace), client.MatchingLabels{inject.LabelCluster: sts.Name}); err != nil {
+	st, err := loadState(ctx, r.Reader, sts)
+	if err != nil {
+		r.warnOnce(sts, "StateUnreadable", err.Error())
+		return ctrl.Result{}, err
+	}
+	pods, err := r.members(ctx, sts)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 
-	snap := r.observe(ctx, sts, pods.Items, creds, opts)
+	snap := r.observe(ctx, sts, pods, creds, opts, st.ClusterState)
 	r.countFailures(req.NamespacedName, &snap)
 	r.closeGonePools(req.NamespacedName, snap)
 	plan := Decide(snap)
@@ -165,14 +197,34 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	for _, reason := range plan.Reasons {
 		logger.V(1).Info("decision", "cluster", sts.Name, "reason", reason)
 	}
-	if err := r.act(ctx, sts, snap, plan, creds, opts); err != nil {
+	if err := r.act(ctx, sts, &st, snap, plan, creds, opts); err != nil {
 		logger.Error(err, "acting on the plan", "cluster", sts.Name)
 		r.Recorder.Event(sts, corev1.EventTypeWarning, "ActionFailed", err.Error())
 	}
-	if err := r.publish(ctx, sts, pods.Items, snap, plan); err != nil {
+	if err := r.publish(ctx, sts, pods, snap, plan); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: r.Options.ProbeInterval}, nil
+}
+
+// members lists the cluster's pods: those the StatefulSet controls (its UID in their
+// controller reference). Any other pod that carries the cluster label is never
+// probed with replicant's credentials, nor elected.
+func (r *Reconciler) members(ctx context.Context, sts *appsv1.StatefulSet) ([]corev1.Pod, error) {
+	pods := &corev1.PodList{}
+	if err := r.Client.List(ctx, pods, client.InNamespace(sts.Namespace), client.MatchingLabels{inject.LabelCluster: sts.Name}); err != nil {
+		return nil, err
+	}
+	var out []corev1.Pod
+	for _, pod := range pods.Items {
+		if ref := metav1.GetControllerOf(&pod); ref != nil && ref.UID == sts.UID {
+			out = append(out, pod)
+		} else {
+			r.warnOnce(sts, "NotAMember/"+pod.Name, fmt.Sprintf(
+				"pod %s carries %s=%s but the StatefulSet does not control it: ignored (never probed, never elected)", pod.Name, inject.LabelCluster, sts.Name))
+		}
+	}
+	return out, nil
 }
 
 // countFailures keeps, between reconciles, since when the master has been
@@ -193,6 +245,14 @@ func (r *Reconciler) countFailures(key types.NamespacedName, snap *Snapshot) {
 	snap.FailureThreshold = r.Options.FailureThreshold
 	snap.AntiFlap = r.Options.AntiFlap
 	snap.Now = now
+	if r.firstSeen[key].IsZero() {
+		r.firstSeen[key] = now
+	}
+	base := r.firstSeen[key]
+	if g := r.leases[key]; g.pod == snap.Master && g.at.After(base) {
+		base = g.at
+	}
+	snap.WritesSafeAt = base.Add(r.Options.WriteLease + r.Options.LeaseMargin)
 }
 
 // warnOnce records a Warning Event unless the same message was the last one for this
@@ -256,11 +316,13 @@ func (r *Reconciler) closeGonePools(key types.NamespacedName, snap Snapshot) {
 	r.addrs[key] = now
 }
 
-// reportSemiSync raises an Event when the master's semi-sync falls back to async (a
-// failover could then lose acknowledged writes) and when it is active again.
+// reportSemiSync raises an Event when the master's commits stall (semi-sync is on
+// and no replica is connected to acknowledge them: with durability semi-sync that is
+// the price of never acknowledging a write a failover could lose) and when they
+// resume.
 func (r *Reconciler) reportSemiSync(key types.NamespacedName, sts *appsv1.StatefulSet, snap Snapshot) {
 	m := snap.server(snap.Master)
-	if m == nil || !m.Reachable || !m.State.SemiSync.MasterEnabled {
+	if m == nil || !m.Reachable || !m.State.SemiSync.MasterEnabled || m.State.ReadOnly {
 		return
 	}
 	active := m.State.SemiSync.Waiting()
@@ -269,11 +331,11 @@ func (r *Reconciler) reportSemiSync(key types.NamespacedName, sts *appsv1.Statef
 	r.semiSync[key] = active
 	r.mu.Unlock()
 	switch {
-	case known && prev && !active:
-		r.Recorder.Eventf(sts, corev1.EventTypeWarning, "SemiSyncFallback",
-			"commits on master %s no longer wait for a replica (no replica acknowledges): until one does, a failover may lose acknowledged writes", m.Pod)
+	case (!known || prev) && !active:
+		r.Recorder.Eventf(sts, corev1.EventTypeWarning, EventWritesStalled,
+			"commits on master %s wait for a replica's acknowledgement and no replica is connected: writes stall until one is (durability semi-sync never acknowledges a write only the master has)", m.Pod)
 	case known && !prev && active:
-		r.Recorder.Eventf(sts, corev1.EventTypeNormal, "SemiSyncRestored", "commits on master %s wait for a replica again", m.Pod)
+		r.Recorder.Eventf(sts, corev1.EventTypeNormal, EventWritesResumed, "commits on master %s are acknowledged by a replica again", m.Pod)
 	}
 }
 
@@ -303,9 +365,12 @@ func ordinalOf(pod string) int64 {
 }
 
 // observe probes every pod; the known master is probed last (see Decide).
-func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods []corev1.Pod, creds Credentials, opts inject.Options) Snapshot {
-	snap := Snapshot{Cluster: sts.Name, Master: sts.Annotations[inject.AnnMaster], MaxLag: opts.MaxLag, Replicas: desiredReplicas(sts),
-		AutoFailover: opts.Failover == inject.FailoverAuto, LastFailover: lastAutomaticFailover(sts)}
+func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods []corev1.Pod, creds Credentials, opts inject.Options, st ClusterState) Snapshot {
+	snap := Snapshot{Cluster: sts.Name, Master: st.Master, MaxLag: opts.MaxLag, Replicas: desiredReplicas(sts),
+		AutoFailover: opts.Failover == inject.FailoverAuto, LastFailover: st.LastFailover,
+		Quarantined: st.Quarantine, SemiSync: opts.Durability == inject.DurabilitySemiSync, Durable: st.Durable,
+		MasterSource: st.MasterSource}
+	snap.SemiSyncFrom, _ = mysql.ParseGTIDSet(st.SemiSyncFrom)
 	sort.Slice(pods, func(i, j int) bool {
 		mi, mj := pods[i].Name == snap.Master, pods[j].Name == snap.Master
 		if mi != mj {
@@ -317,6 +382,7 @@ func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods 
 		srv := Server{Pod: pod.Name, Ordinal: ordinalOf(pod.Name), Lag: -1,
 			Detached: pod.Annotations[inject.AnnDetached] == "true", ResetRequested: pod.Annotations[inject.AnnResetReplica] == "true"}
 		srv.Terminating = !pod.DeletionTimestamp.IsZero()
+		srv.Initializing = initializing(&pod)
 		if pod.Status.PodIP == "" {
 			srv.Err = "pod has no IP"
 			snap.Servers = append(snap.Servers, srv)
@@ -361,6 +427,23 @@ func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods 
 	return snap
 }
 
+// initializing reports whether the pod's init containers have not all finished: its
+// server has not run in this pod yet.
+func initializing(pod *corev1.Pod) bool {
+	if len(pod.Spec.InitContainers) == 0 {
+		return false
+	}
+	if len(pod.Status.InitContainerStatuses) < len(pod.Spec.InitContainers) {
+		return true
+	}
+	for _, cs := range pod.Status.InitContainerStatuses {
+		if t := cs.State.Terminated; t == nil || t.ExitCode != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // desiredReplicas is the StatefulSet's replica count (1 when unset, as Kubernetes).
 func desiredReplicas(sts *appsv1.StatefulSet) int64 {
 	if sts.Spec.Replicas == nil {
@@ -394,366 +477,6 @@ func (r *Reconciler) cloneGTID(ctx context.Context, ip string) string {
 func isAccessDenied(err error) bool {
 	var me *gomysql.MySQLError
 	return errors.As(err, &me) && (me.Number == 1045 || me.Number == 1698) // ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
-}
-
-// act carries out the plan: fence first, so that opening writes never makes two
-// writable servers; then bootstrap, repoint, heartbeat.
-func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, plan Plan, creds Credentials, opts inject.Options) error {
-	var errs []error
-	for _, pod := range plan.Fence {
-		srv := snap.server(pod)
-		if err := r.pool(srv.Addr, srv.Login).SetReadOnly(ctx, true); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...) // never open or move writes while a stray writer may remain
-	}
-	master := snap.server(snap.Master)
-	if request, asked := sts.Annotations[inject.AnnFailoverTo]; asked {
-		return r.forcedFailover(ctx, sts, snap, plan, request, opts)
-	}
-	switch {
-	case plan.Bootstrap != "":
-		master = snap.server(plan.Bootstrap)
-		if err := r.bootstrap(ctx, sts, *master, plan, creds, opts); err != nil {
-			return err
-		}
-	case plan.Promote != "":
-		promoted, err := r.promote(ctx, sts, snap, plan.Promote, OpFailover, opts)
-		if err != nil {
-			return err
-		}
-		master = promoted
-	case plan.OpenWrites:
-		if err := r.openWrites(ctx, *master, opts); err != nil {
-			return err
-		}
-	case plan.Held != "":
-		r.warnOnce(sts, "FailoverHeld", plan.Held)
-	}
-	if master == nil || !master.Reachable {
-		return nil
-	}
-	if plan.Promote != "" {
-		return nil // the others are repointed at the new master on the next probe
-	}
-	if plan.Handoff != "" {
-		newMaster, err := r.takeover(ctx, sts, snap, *snap.server(plan.Handoff), creds, opts, "its pod is terminating")
-		if err != nil || newMaster == nil {
-			return err // a failed takeover was rolled back: the next probe tries again
-		}
-		master = newMaster
-	} else if target, asked := sts.Annotations[inject.AnnTakeoverTo]; asked {
-		if err := ValidateTakeover(snap, plan, target); err != nil {
-			now := time.Now()
-			op := Operation{Op: OpTakeover, From: snap.Master, Target: target, Result: ResultRefused, Message: err.Error(), Start: now, End: now}
-			r.Recorder.Eventf(sts, corev1.EventTypeWarning, "TakeoverRefused", "takeover to %s refused: %v", target, err)
-			return r.annotate(ctx, sts, "", &op, inject.AnnTakeoverTo)
-		}
-		newMaster, err := r.takeover(ctx, sts, snap, *snap.server(target), creds, opts, "requested")
-		if err != nil || newMaster == nil {
-			return err
-		}
-		master = newMaster
-	}
-	for _, srv := range snap.Servers {
-		if srv.ResetRequested {
-			if err := r.resetReplica(ctx, sts, snap, srv); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	for _, pod := range plan.Repoint {
-		if snap.server(pod).ResetRequested {
-			continue // detached just now
-		}
-		if err := r.repoint(ctx, *snap.server(pod), *master, creds); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		r.Recorder.Eventf(sts, corev1.EventTypeNormal, "Replicating", "%s replicates from %s", pod, master.Pod)
-	}
-	for _, pod := range plan.Start {
-		if err := r.pool(snap.server(pod).Addr, snap.server(pod).Login).StartReplica(ctx); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		r.Recorder.Eventf(sts, corev1.EventTypeNormal, "Replicating", "%s replicates from %s again", pod, master.Pod)
-	}
-	for pod, errant := range plan.Quarantine {
-		r.warnOnce(sts, "ErrantTransactions/"+pod, fmt.Sprintf(
-			"%s holds transactions %v that master %s never had: kept read-only and out of the Services; resolve by hand (re-clone, or replay them on the master)",
-			pod, errant, master.Pod))
-	}
-	if err := r.pool(master.Addr, creds.Admin).WriteHeartbeat(ctx); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// bootstrap makes the first master: replicant's users (created as root, written to
-// the binlog so every replica gets them), no replica settings, recorded as master,
-// then writes opened.
-func (r *Reconciler) bootstrap(ctx context.Context, sts *appsv1.StatefulSet, master Server, plan Plan, creds Credentials, opts inject.Options) error {
-	root, err := rootPassword(ctx, r.Client, sts, opts.Container)
-	if err != nil {
-		return err
-	}
-	if err := r.pool(master.Addr, mysql.User{Name: "root", Password: root}).EnsureUsers(ctx, creds.Users()); err != nil {
-		return err
-	}
-	if err := r.pool(master.Addr, creds.Admin).ResetReplica(ctx); err != nil {
-		return err
-	}
-	if err := r.annotate(ctx, sts, master.Pod, nil); err != nil {
-		return err
-	}
-	master.Login = creds.Admin
-	if err := r.openWrites(ctx, master, opts); err != nil {
-		return err
-	}
-	r.Recorder.Eventf(sts, corev1.EventTypeNormal, "Bootstrapped", "%s is the master; writes are open (%s)", master.Pod, strings.Join(plan.Reasons, "; "))
-	return nil
-}
-
-// openWrites opens writes on the master (semi-sync first, when durability asks).
-// The master is recorded before, so a controller that stops in between finds a
-// read-only master, never a writable server that is not the master.
-func (r *Reconciler) openWrites(ctx context.Context, master Server, opts inject.Options) error {
-	conn := r.pool(master.Addr, master.Login)
-	if opts.Durability == inject.DurabilitySemiSync {
-		if err := conn.SetSemiSyncMaster(ctx, true); err != nil {
-			return err
-		}
-	}
-	return conn.SetReadOnly(ctx, false)
-}
-
-// promote fails over to plan.Promote: the old master is fenced if it can be reached
-// at all, the candidate applies everything it received, forgets its replica
-// settings, is recorded as master, and only then takes writes. A failure on the way
-// leaves every server read-only; the next probe decides again.
-func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, pod, opName string, opts inject.Options, done ...string) (*Server, error) {
-	start := time.Now()
-	old := snap.server(snap.Master)
-	target := snap.server(pod)
-	fail := func(err error) (*Server, error) {
-		op := Operation{Op: opName, From: old.Pod, Target: target.Pod, Result: ResultFailed, Message: err.Error(), Start: start, End: time.Now()}
-		_ = r.annotate(ctx, sts, "", &op, done...)
-		r.Recorder.Eventf(sts, corev1.EventTypeWarning, "FailoverFailed", "promoting %s: %v; every server stays read-only", target.Pod, err)
-		return nil, err
-	}
-	if old.Addr != "" {
-		_ = r.pool(old.Addr, old.Login).SetReadOnly(ctx, true) // best effort: it is down for the controller
-	}
-	conn := r.pool(target.Addr, target.Login)
-	if err := conn.StopReplicaIO(ctx); err != nil {
-		return fail(err)
-	}
-	st, err := conn.State(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	want := received(Server{State: st})
-	if err := conn.WaitForGTID(ctx, want, r.Options.ApplyTimeout); err != nil {
-		return fail(fmt.Errorf("applying its relay log up to %s: %w", want, err))
-	}
-	applied := time.Since(start)
-	if err := conn.ResetReplica(ctx); err != nil {
-		return fail(err)
-	}
-	if err := r.annotate(ctx, sts, target.Pod, nil); err != nil {
-		return fail(err)
-	}
-	if err := r.openWrites(ctx, *target, opts); err != nil {
-		return fail(err)
-	}
-	end := time.Now()
-	why := "master " + old.Pod + " down"
-	if opName == OpForcedFailover {
-		why = "failover requested from " + old.Pod
-	}
-	op := Operation{Op: opName, From: old.Pod, Target: target.Pod, Result: ResultOK, Start: start, End: end,
-		Message: fmt.Sprintf("%s; %s promoted at %s (relay log applied in %d ms, writable after %d ms)",
-			why, target.Pod, want, applied.Milliseconds(), end.Sub(start).Milliseconds())}
-	if err := r.annotate(ctx, sts, "", &op, done...); err != nil {
-		return nil, err
-	}
-	r.Recorder.Event(sts, corev1.EventTypeNormal, "Failover", op.Message)
-	return target, nil
-}
-
-// forcedFailover carries out a failover-to request: the old master is fenced first
-// when it can be reached (if that fails, nothing is done), then the target is
-// promoted as in an automatic failover.
-func (r *Reconciler) forcedFailover(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, plan Plan, request string, opts inject.Options) error {
-	now := time.Now()
-	target, err := FailoverTarget(snap, plan, request)
-	if err == nil {
-		if old := snap.server(snap.Master); old.Reachable {
-			oldConn := r.pool(old.Addr, old.Login)
-			if ferr := oldConn.SetReadOnly(ctx, true); ferr != nil {
-				err = fmt.Errorf("could not make master %s read-only first: %v", old.Pod, ferr)
-			} else if st, serr := oldConn.State(ctx); serr == nil {
-				// Give the target a moment to receive what the fenced master wrote;
-				// forced means go on anyway (what it misses shows as errant).
-				t := snap.server(target)
-				_ = r.pool(t.Addr, t.Login).WaitForGTID(ctx, st.BinlogState, 5*time.Second)
-			}
-		}
-	}
-	if err != nil {
-		op := Operation{Op: OpForcedFailover, From: snap.Master, Target: request, Result: ResultRefused, Message: err.Error(), Start: now, End: now}
-		r.Recorder.Eventf(sts, corev1.EventTypeWarning, "FailoverRefused", "failover to %s refused: %v", request, err)
-		return r.annotate(ctx, sts, "", &op, inject.AnnFailoverTo)
-	}
-	_, err = r.promote(ctx, sts, snap, target, OpForcedFailover, opts, inject.AnnFailoverTo)
-	return err
-}
-
-// resetReplica carries out a reset-replica request on a pod: the replica stops and
-// forgets its source (RESET SLAVE ALL), stays read-only, and is marked detached so
-// that the controller does not repoint it; removing the detached annotation lets it
-// rejoin (or be quarantined, if it was written to meanwhile).
-func (r *Reconciler) resetReplica(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, srv Server) error {
-	start := time.Now()
-	op := Operation{Op: OpResetReplica, Target: srv.Pod, Start: start}
-	err := ValidateResetReplica(snap, srv.Pod)
-	if err == nil {
-		err = r.pool(srv.Addr, srv.Login).ResetReplica(ctx)
-		op.Result = ResultOK
-		op.Message = srv.Pod + " no longer replicates; it stays read-only and detached until its " + inject.AnnDetached + " annotation is removed"
-		if err != nil {
-			op.Result, op.Message = ResultFailed, err.Error()
-		}
-	} else {
-		op.Result, op.Message = ResultRefused, err.Error()
-	}
-	op.End = time.Now()
-	pod := &corev1.Pod{}
-	if gerr := r.Client.Get(ctx, client.ObjectKey{Namespace: sts.Namespace, Name: srv.Pod}, pod); gerr != nil {
-		return gerr
-	}
-	patch := client.MergeFrom(pod.DeepCopy())
-	delete(pod.Annotations, inject.AnnResetReplica)
-	if op.Result == ResultOK {
-		pod.Annotations[inject.AnnDetached] = "true"
-	}
-	if perr := r.Client.Patch(ctx, pod, patch); perr != nil {
-		return perr
-	}
-	kind := corev1.EventTypeNormal
-	if op.Result != ResultOK {
-		kind = corev1.EventTypeWarning
-	}
-	r.Recorder.Event(sts, kind, "ResetReplica", op.Message)
-	return r.annotate(ctx, sts, "", &op)
-}
-
-// takeover hands the master role to target gracefully: the old master stops taking
-// writes, target applies everything it wrote, target takes writes, and the old
-// master replicates from it at once (it is not left outside the cluster). If target
-// cannot catch up in time, the old master takes writes again and nothing changed.
-func (r *Reconciler) takeover(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, target Server, creds Credentials, opts inject.Options, why string) (*Server, error) {
-	old := *snap.server(snap.Master)
-	start := time.Now()
-	finish := func(result, message string, blocked time.Duration) error {
-		op := Operation{Op: OpTakeover, From: old.Pod, Target: target.Pod, Result: result, Message: message,
-			Start: start, End: time.Now(), WritesBlockedMs: blocked.Milliseconds()}
-		kind := corev1.EventTypeNormal
-		if result != ResultOK {
-			kind = corev1.EventTypeWarning
-		}
-		r.Recorder.Event(sts, kind, "Takeover", message)
-		return r.annotate(ctx, sts, "", &op, inject.AnnTakeoverTo)
-	}
-	oldConn := r.pool(old.Addr, old.Login)
-	targetConn := r.pool(target.Addr, target.Login)
-	if err := oldConn.SetReadOnly(ctx, true); err != nil {
-		return nil, finish(ResultFailed, fmt.Sprintf("could not stop writes on %s: %v; nothing changed", old.Pod, err), 0)
-	}
-	blockedFrom := time.Now()
-	rollback := func(cause error) (*Server, error) {
-		if err := oldConn.SetReadOnly(ctx, false); err != nil {
-			cause = fmt.Errorf("%v; and reopening writes on %s failed: %v (it stays read-only; the next probe reopens it)", cause, old.Pod, err)
-		}
-		return nil, finish(ResultFailed, fmt.Sprintf("takeover to %s failed: %v; %s is master again", target.Pod, cause, old.Pod), time.Since(blockedFrom))
-	}
-	st, err := oldConn.State(ctx)
-	if err != nil {
-		return rollback(err)
-	}
-	if err := targetConn.WaitForGTID(ctx, st.BinlogState, r.Options.ApplyTimeout); err != nil {
-		return rollback(err)
-	}
-	if err := targetConn.ResetReplica(ctx); err != nil {
-		return rollback(err)
-	}
-	if err := r.annotate(ctx, sts, target.Pod, nil); err != nil {
-		return rollback(err)
-	}
-	if err := r.openWrites(ctx, target, opts); err != nil {
-		// target is recorded as master but read-only: the next probe opens it
-		// (Plan.OpenWrites). The old master stays fenced: never two writers.
-		return nil, finish(ResultFailed, fmt.Sprintf("%s is master but opening writes failed: %v", target.Pod, err), time.Since(blockedFrom))
-	}
-	blocked := time.Since(blockedFrom)
-	newMaster := target
-	// The old master and the other replicas follow the new master right away.
-	_ = oldConn.SetSemiSyncMaster(ctx, false)
-	old.State = st
-	old.State.Replica = nil // it was a master: it starts from its own position
-	var errs []error
-	if err := r.repoint(ctx, old, newMaster, creds); err != nil {
-		errs = append(errs, err)
-	}
-	for _, srv := range snap.Servers {
-		if srv.Pod != old.Pod && srv.Pod != target.Pod && srv.Reachable && pointsAt(srv, old) {
-			if err := r.repoint(ctx, srv, newMaster, creds); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	msg := fmt.Sprintf("%s is master (was %s, %s); writes blocked %d ms; %s replicates from it", target.Pod, old.Pod, why, blocked.Milliseconds(), old.Pod)
-	if len(errs) > 0 {
-		msg += fmt.Sprintf("; repointing failed, retried on the next probe: %v", errors.Join(errs...))
-	}
-	if err := finish(ResultOK, msg, blocked); err != nil {
-		return nil, err
-	}
-	return &newMaster, nil
-}
-
-// repoint makes srv replicate from master by GTID. A server that was never a replica
-// starts from the position its clone ended at, or from its own data (an old master
-// whose transactions the new master all has).
-func (r *Reconciler) repoint(ctx context.Context, srv, master Server, creds Credentials) error {
-	conn := r.pool(srv.Addr, srv.Login)
-	if err := conn.StopReplica(ctx); err != nil {
-		return err
-	}
-	if srv.State.Replica == nil {
-		pos := srv.State.CurrentPos
-		if !srv.State.BinlogState.Empty() {
-			pos = srv.State.BinlogState.Position() // what it holds, whoever wrote it
-		}
-		if srv.CloneGTID != "" && srv.State.BinlogState.Empty() {
-			parsed, err := mysql.ParseGTIDSet(srv.CloneGTID)
-			if err != nil {
-				return fmt.Errorf("%s: clone position: %w", srv.Pod, err)
-			}
-			pos = parsed
-		}
-		if err := conn.SetReplicaPos(ctx, pos); err != nil {
-			return err
-		}
-	}
-	if err := conn.ChangeSource(ctx, mysql.Source{Host: master.SourceHost, Port: 3306,
-		User: creds.Replication.Name, Password: creds.Replication.Password}); err != nil {
-		return err
-	}
-	return conn.StartReplica(ctx)
 }
 
 // publish writes role and health labels and the status annotation on every pod.
@@ -799,7 +522,12 @@ func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods 
 			if ss := s.SemiSync; plan.Roles[pod.Name] == RoleMaster && ss.MasterEnabled {
 				st.SemiSync = fmt.Sprintf("on: %d replica(s) acknowledge commits", ss.MasterClients)
 				if !ss.Waiting() {
-					st.SemiSync = "fallen back to async: no replica acknowledges commits"
+					st.SemiSync = "stalled: commits wait for a replica and none is connected"
+				}
+			} else if plan.Roles[pod.Name] == RoleMaster && !s.ReadOnly {
+				st.SemiSync = "off: commits do not wait for a replica"
+				if snap.Replicas <= 1 {
+					st.SemiSync = "off: the only server; commits are durable on its own disk only"
 				}
 			}
 		}

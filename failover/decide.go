@@ -13,6 +13,7 @@ package failover
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -47,12 +48,16 @@ type Server struct {
 	// Login is the account the probe succeeded with: replicant's admin, or root on a
 	// server that does not have replicant's users yet.
 	Login mysql.User
+	// Initializing: the pod's init containers are still running, so its server has
+	// not run in this pod: it answers nothing yet, and acknowledged nothing.
+	Initializing bool
 }
 
 // Snapshot is the whole cluster at one instant.
 type Snapshot struct {
 	Cluster string
-	// Master is the pod the controller last made master (annotation), "" for none.
+	// Master is the pod the controller last made master (its state), "" for none:
+	// then it is reconstructed from the servers, or the cluster is new.
 	Master  string
 	Servers []Server
 	MaxLag  time.Duration
@@ -70,6 +75,23 @@ type Snapshot struct {
 	LastFailover time.Time
 	AntiFlap     time.Duration
 	Now          time.Time
+
+	// Quarantined are the pods the state lists with errant transactions.
+	Quarantined map[string]string
+	// SemiSync: durability semi-sync. Durable: the master's commits wait for a
+	// replica since position SemiSyncFrom (the state). A failover is lossless only to
+	// a replica that received SemiSyncFrom and is the most advanced of every server
+	// that may have acknowledged a commit.
+	SemiSync     bool
+	Durable      bool
+	SemiSyncFrom mysql.GTIDSet
+	// MasterSource is the address the master's replicas replicate from (the state).
+	MasterSource string
+	// WritesSafeAt is the earliest time another server than the recorded master may
+	// take writes: the master's write lease (the last one this controller granted, or
+	// one a previous controller may have granted) has run out and its sidecar has
+	// fenced it by then.
+	WritesSafeAt time.Time
 }
 
 // Plan is what the controller does next.
@@ -99,6 +121,18 @@ type Plan struct {
 	Handoff string
 	// Held says why a failover that the evidence calls for is not carried out.
 	Held string
+	// Wait says why a failover that will happen waits (the old master's write lease).
+	Wait string
+	// Adopt names the master reconstructed from the servers when the controller has
+	// no state: the only writable server, or the one every replica follows.
+	Adopt string
+	// EnableSemiSync: the writable master's commits do not wait for a replica yet
+	// and one can acknowledge them: switch it on (and record the position).
+	// DisableSemiSync: a single-server cluster's master must not wait for anyone.
+	EnableSemiSync, DisableSemiSync bool
+	// Unquarantine lists quarantined pods whose errant transactions are gone
+	// (re-cloned): they rejoin.
+	Unquarantine []string
 	// Reasons explain the decisions, for logs and events.
 	Reasons []string
 }
@@ -125,37 +159,24 @@ func Decide(s Snapshot) Plan {
 	master := s.server(s.Master)
 
 	if master == nil {
-		// No master yet: bootstrap on the reachable server with the most data, the
-		// lowest ordinal on a tie (ordinal 0 for a new cluster).
-		var candidates []Server
-		for _, srv := range s.Servers {
-			if srv.Reachable {
-				candidates = append(candidates, srv)
-			}
-		}
-		if len(candidates) == 0 {
-			p.Reasons = append(p.Reasons, "no server reachable: nothing to bootstrap yet")
+		first := decideFirstMaster(s, &p)
+		if first == "" {
 			for _, srv := range s.Servers {
 				p.Roles[srv.Pod], p.Healthy[srv.Pod] = RoleReplica, false
+				if s.Quarantined[srv.Pod] != "" {
+					p.Quarantine[srv.Pod] = recordedErrant(s.Quarantined[srv.Pod])
+				}
 			}
 			return p
 		}
-		sort.SliceStable(candidates, func(i, j int) bool {
-			a, b := candidates[i].State.BinlogState, candidates[j].State.BinlogState
-			if c := a.Ahead(b); c != 0 {
-				return c > 0
-			}
-			return candidates[i].Ordinal < candidates[j].Ordinal
-		})
-		p.Bootstrap = candidates[0].Pod
-		p.Reasons = append(p.Reasons, fmt.Sprintf("bootstrap: %s holds the most data (%s)", p.Bootstrap, candidates[0].State.BinlogState))
-		master = s.server(p.Bootstrap)
+		master = s.server(first)
 	}
 
 	if !master.Reachable {
 		decideFailover(s, *master, &p)
 	}
 
+	anyHealthy := false
 	for _, srv := range s.Servers {
 		if srv.Pod == master.Pod {
 			p.Roles[srv.Pod] = RoleMaster
@@ -187,6 +208,10 @@ func Decide(s Snapshot) Plan {
 			p.Reasons = append(p.Reasons, fmt.Sprintf("%s has errant transactions %v: quarantined", srv.Pod, errant))
 			continue
 		}
+		if s.Quarantined[srv.Pod] != "" {
+			p.Unquarantine = append(p.Unquarantine, srv.Pod)
+			p.Reasons = append(p.Reasons, fmt.Sprintf("%s no longer holds errant transactions (re-cloned): it rejoins", srv.Pod))
+		}
 		if !pointsAt(srv, *master) {
 			p.Repoint = append(p.Repoint, srv.Pod)
 			p.Healthy[srv.Pod] = false
@@ -200,11 +225,135 @@ func Decide(s Snapshot) Plan {
 			continue
 		}
 		p.Healthy[srv.Pod] = srv.State.Replica.Replicating() && srv.Lag >= 0 && srv.Lag <= s.MaxLag
+		anyHealthy = anyHealthy || p.Healthy[srv.Pod]
+	}
+	// Servers the state quarantined keep that mark until compared with a reachable
+	// master again (above).
+	for pod := range s.Quarantined {
+		if _, still := p.Quarantine[pod]; !still && !slices.Contains(p.Unquarantine, pod) {
+			p.Quarantine[pod] = recordedErrant(s.Quarantined[pod])
+			p.Healthy[pod] = false
+		}
+	}
+	if master.Reachable && p.Bootstrap == "" && p.Promote == "" {
+		ss := master.State.SemiSync
+		switch {
+		case s.SemiSync && s.Replicas > 1 && !ss.MasterEnabled && !master.State.ReadOnly && (s.Durable || anyHealthy):
+			p.EnableSemiSync = true
+			p.Reasons = append(p.Reasons, fmt.Sprintf("master %s: commits do not wait for a replica yet: semi-sync on", master.Pod))
+		case s.Replicas <= 1 && ss.MasterEnabled:
+			p.DisableSemiSync = true
+			p.Reasons = append(p.Reasons, fmt.Sprintf("master %s is the only server: its commits cannot wait for a replica", master.Pod))
+		}
 	}
 	if master.Reachable && master.Terminating && p.Bootstrap == "" {
 		decideHandoff(s, *master, &p)
 	}
 	return p
+}
+
+// decideFirstMaster chooses the master of a cluster the controller has no state for:
+// a new cluster, a StatefulSet that just opted in, or a state that was lost. It never
+// guesses: the only writable server is the master; else the one every replica
+// follows; else, once every started server answers, the one whose data includes
+// everybody else's is bootstrapped (ordinal 0 of a new cluster). Anything else holds.
+func decideFirstMaster(s Snapshot, p *Plan) string {
+	var reachable, writable []Server
+	var silent []string
+	for _, srv := range s.Servers {
+		switch {
+		case srv.Reachable:
+			reachable = append(reachable, srv)
+			if !srv.State.ReadOnly {
+				writable = append(writable, srv)
+			}
+		case srv.Addr != "" && !srv.Initializing:
+			silent = append(silent, srv.Pod)
+		}
+	}
+	switch {
+	case len(writable) == 1:
+		p.Adopt = writable[0].Pod
+		p.Reasons = append(p.Reasons, fmt.Sprintf("no recorded master: %s is the only writable server", p.Adopt))
+		return p.Adopt
+	case len(writable) > 1:
+		for _, srv := range writable {
+			p.Fence = append(p.Fence, srv.Pod)
+		}
+		p.Held = fmt.Sprintf("no recorded master and %d writable servers: all fenced; the next round chooses among read-only servers", len(writable))
+		p.Reasons = append(p.Reasons, p.Held)
+		return ""
+	}
+	followed := map[string]bool{}
+	for _, srv := range reachable {
+		if r := srv.State.Replica; r != nil && r.SourceHost != "" {
+			followed[r.SourceHost] = true
+		}
+	}
+	if len(followed) > 0 {
+		for _, srv := range reachable {
+			if len(followed) == 1 && followed[srv.SourceHost] {
+				p.Adopt = srv.Pod
+				p.Reasons = append(p.Reasons, fmt.Sprintf("no recorded master: every replica follows %s", p.Adopt))
+				return p.Adopt
+			}
+		}
+		p.Held = fmt.Sprintf("no recorded master, and the replicas follow %v, not one server that answers: waiting (or a failover-to request)", keysOf(followed))
+		p.Reasons = append(p.Reasons, p.Held)
+		return ""
+	}
+	if len(silent) > 0 {
+		p.Held = fmt.Sprintf("no recorded master: waiting for %v to answer before choosing the first one", silent)
+		p.Reasons = append(p.Reasons, p.Held)
+		return ""
+	}
+	if len(reachable) == 0 {
+		p.Reasons = append(p.Reasons, "no server reachable: nothing to bootstrap yet")
+		return ""
+	}
+	sort.SliceStable(reachable, func(i, j int) bool {
+		a, b := reachable[i].State.BinlogState, reachable[j].State.BinlogState
+		if c := a.Ahead(b); c != 0 {
+			return c > 0
+		}
+		return reachable[i].Ordinal < reachable[j].Ordinal
+	})
+	best := reachable[0]
+	for _, srv := range reachable[1:] {
+		if len(srv.State.BinlogState.ErrantBeyond(best.State.BinlogState, best.State.ReplicaPos)) > 0 {
+			p.Held = fmt.Sprintf("no recorded master, and the servers' data diverge (%s holds %s, %s holds %s): choose with a failover-to request",
+				best.Pod, best.State.BinlogState, srv.Pod, srv.State.BinlogState)
+			p.Reasons = append(p.Reasons, p.Held)
+			return ""
+		}
+	}
+	if s.Now.Before(s.WritesSafeAt) {
+		p.Wait = fmt.Sprintf("bootstrap of %s waits %s for any write lease a previous controller granted", best.Pod, s.WritesSafeAt.Sub(s.Now).Round(time.Millisecond))
+		p.Reasons = append(p.Reasons, p.Wait)
+		return ""
+	}
+	p.Bootstrap = best.Pod
+	p.Reasons = append(p.Reasons, fmt.Sprintf("bootstrap: %s holds the most data (%s)", p.Bootstrap, best.State.BinlogState))
+	return p.Bootstrap
+}
+
+// recordedErrant is the errant GTIDs the state recorded for a pod (never empty, so
+// that a recorded quarantine always counts as one).
+func recordedErrant(recorded string) []mysql.GTID {
+	set, err := mysql.ParseGTIDSet(recorded)
+	if err != nil || set.Empty() {
+		return []mysql.GTID{}
+	}
+	return set.GTIDs()
+}
+
+func keysOf(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // decideHandoff: the master's pod is being deleted while its server still runs (its
@@ -239,49 +388,110 @@ func pointsAt(srv, master Server) bool {
 	return r != nil && r.SourceHost == master.SourceHost && r.UsingGTID != "No"
 }
 
-// decideFailover: the master is unreachable. Fail over only on holistic evidence:
-// the controller failed to reach it FailureThreshold times in a row AND every
-// reachable replica lost its connection to it too (or its pod is gone). A controller
-// that only lost its own path to the master does nothing.
+// decideFailover: the master is unreachable. Fail over only on holistic evidence,
+// and only to a replica that provably holds every acknowledged write:
+//   - the controller failed to reach the master FailureThreshold times in a row, and
+//     its pod is gone or a replica that followed it lost it too (a replica stopped
+//     long ago on an error proves nothing), and no reachable one still receives;
+//   - the candidate followed the master, is not quarantined, detached or
+//     terminating, and has no SQL error (it must apply its relay log);
+//   - with semi-sync, every server that may have acknowledged a commit answers (a
+//     commit waits for one replica; the one that acknowledged the last commits may be
+//     the one that does not answer), the candidate received the most of them all, and
+//     at least the position from which the master's commits waited;
+//   - the master's write lease has run out (its sidecar fenced it, if it still runs).
+//
+// Anything else holds, says why, and waits for a human request (failover-to).
 func decideFailover(s Snapshot, master Server, p *Plan) {
 	if s.MasterFailures < s.FailureThreshold {
 		return
 	}
-	var candidates []Server
-	agree := true
+	masterGone := master.Addr == "" || master.Terminating
+	var candidates, others []Server
+	var silent []string
+	receiving, witnesses := false, 0
 	for _, srv := range s.Servers {
-		if srv.Pod == master.Pod || !srv.Reachable {
+		if srv.Pod == master.Pod || s.Quarantined[srv.Pod] != "" {
 			continue
 		}
-		// A replica still receiving from its source contradicts "the master is down":
-		// replicas replicate only from the master. (The master's own address is not
-		// known while it is unreachable, so the source is not compared.)
-		if r := srv.State.Replica; r != nil && r.IORunning == "Yes" {
-			agree = false
+		if !srv.Reachable {
+			if srv.Addr != "" && !srv.Initializing && !srv.Detached {
+				silent = append(silent, srv.Pod)
+			}
+			continue
 		}
-		if !srv.Detached && !srv.Terminating && (len(srv.State.BinlogState.Errant(master.State.BinlogState)) == 0 || master.State.BinlogState.Empty()) {
+		r := srv.State.Replica
+		followed := r != nil && (s.MasterSource == "" || r.SourceHost == s.MasterSource)
+		if followed && r.IORunning == "Yes" {
+			receiving = true
+		}
+		if followed && r.IORunning == "Connecting" {
+			witnesses++
+		}
+		if srv.Detached {
+			continue
+		}
+		others = append(others, srv)
+		if followed && !srv.Terminating && r.LastSQLErrno == 0 {
 			candidates = append(candidates, srv)
 		}
 	}
-	masterGone := master.Addr == "" || master.Terminating
+	hold := func(why string) {
+		p.Held = why
+		p.Reasons = append(p.Reasons, why)
+	}
 	switch {
-	case !agree && !masterGone:
-		p.Held = fmt.Sprintf("master %s unreachable from the controller, but replicas still receive from it: not failing over", master.Pod)
+	case receiving && !masterGone:
+		hold(fmt.Sprintf("master %s unreachable from the controller, but replicas still receive from it: not failing over", master.Pod))
+		return
+	case witnesses == 0 && !masterGone:
+		hold(fmt.Sprintf("master %s unreachable from the controller, and no replica that followed it is trying to reach it: nothing confirms it is down", master.Pod))
+		return
 	case !s.AutoFailover:
-		p.Held = fmt.Sprintf("master %s is down; failover is manual (replicant.dev/failover): waiting for a request", master.Pod)
+		hold(fmt.Sprintf("master %s is down; failover is manual (replicant.dev/failover): waiting for a request", master.Pod))
+		return
 	case !s.LastFailover.IsZero() && s.Now.Sub(s.LastFailover) < s.AntiFlap:
-		p.Held = fmt.Sprintf("master %s is down, but the last failover ended at %s, inside the anti-flapping window of %s: waiting for a request (replicant.dev/failover-to)",
-			master.Pod, s.LastFailover.UTC().Format(time.RFC3339), s.AntiFlap)
+		hold(fmt.Sprintf("master %s is down, but the last failover ended at %s, inside the anti-flapping window of %s: waiting for a request (replicant.dev/failover-to)",
+			master.Pod, s.LastFailover.UTC().Format(time.RFC3339), s.AntiFlap))
+		return
 	case len(candidates) == 0:
-		p.Held = fmt.Sprintf("master %s is down and no replica can take over", master.Pod)
-	default:
-		best := MostAdvanced(candidates)
-		p.Promote = best.Pod
-		p.Reasons = append(p.Reasons, fmt.Sprintf("master %s down (%d failed probes, replicas agree): promote %s, the most advanced (received %s)",
-			master.Pod, s.MasterFailures, best.Pod, received(best)))
+		hold(fmt.Sprintf("master %s is down and no replica that followed it can take over", master.Pod))
 		return
 	}
-	p.Reasons = append(p.Reasons, p.Held)
+	best := MostAdvanced(candidates)
+	if s.SemiSync {
+		switch {
+		case len(silent) > 0:
+			hold(fmt.Sprintf("master %s is down, but %v do not answer: one of them may hold acknowledged writes the others lack; waiting for them (or a failover-to request)", master.Pod, silent))
+			return
+		case !s.Durable:
+			hold(fmt.Sprintf("master %s is down, and its commits were not waiting for a replica (semi-sync was off): a failover could lose acknowledged writes; waiting for it (or a failover-to request)", master.Pod))
+			return
+		case !received(best).Reaches(s.SemiSyncFrom):
+			hold(fmt.Sprintf("master %s is down, and %s, the most advanced replica, did not receive %s, from which commits waited for a replica: waiting (or a failover-to request)", master.Pod, best.Pod, s.SemiSyncFrom))
+			return
+		}
+		for _, o := range others {
+			if !received(best).Reaches(received(o)) {
+				hold(fmt.Sprintf("master %s is down, and no replica received everything the others did (%s: %s, %s: %s): waiting (or a failover-to request)",
+					master.Pod, best.Pod, received(best), o.Pod, received(o)))
+				return
+			}
+		}
+	}
+	if s.Now.Before(s.WritesSafeAt) {
+		p.Wait = fmt.Sprintf("master %s is down: promoting %s once its write lease has run out, in %s", master.Pod, best.Pod, s.WritesSafeAt.Sub(s.Now).Round(time.Millisecond))
+		p.Reasons = append(p.Reasons, p.Wait)
+		return
+	}
+	p.Promote = best.Pod
+	p.Reasons = append(p.Reasons, fmt.Sprintf("master %s down (%d failed probes, replicas agree): promote %s, the most advanced (received %s)",
+		master.Pod, s.MasterFailures, best.Pod, received(best)))
+}
+
+func isQuarantined(p Plan, pod string) bool {
+	_, q := p.Quarantine[pod]
+	return q
 }
 
 // received is what a replica holds or has received (applied or still in its relay
@@ -328,7 +538,7 @@ func ValidateTakeover(s Snapshot, p Plan, target string) error {
 		return fmt.Errorf("%s is terminating", target)
 	case target == master.Pod:
 		return fmt.Errorf("%s is already the master", target)
-	case p.Quarantine[target] != nil:
+	case isQuarantined(p, target):
 		return fmt.Errorf("%s holds errant transactions %v", target, p.Quarantine[target])
 	case !p.Healthy[target]:
 		return fmt.Errorf("%s is not a healthy replica (replicating, lag within %s)", target, s.MaxLag)
@@ -353,7 +563,7 @@ func FailoverTarget(s Snapshot, p Plan, request string) (string, error) {
 		case !srv.Reachable:
 			excluded = append(excluded, srv.Pod+" unreachable: "+srv.Err)
 			continue
-		case p.Quarantine[srv.Pod] != nil:
+		case isQuarantined(p, srv.Pod):
 			excluded = append(excluded, fmt.Sprintf("%s has errant transactions %v", srv.Pod, p.Quarantine[srv.Pod]))
 			continue
 		case srv.Detached:

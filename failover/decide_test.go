@@ -69,8 +69,12 @@ func TestDecide(t *testing.T) {
 			healthy: map[string]bool{"db-0": false, "db-1": true, "db-2": false},
 		},
 		{
-			name:      "only ordinal 0 up yet: bootstrap it, the others wait",
-			servers:   []Server{srv(t, "db-0", 0, "ro", "", ""), down(srv(t, "db-1", 1, "ro", "", ""))},
+			name: "only ordinal 0 up yet: bootstrap it, the others wait",
+			servers: []Server{srv(t, "db-0", 0, "ro", "", ""), func() Server {
+				s := down(srv(t, "db-1", 1, "ro", "", ""))
+				s.Initializing = true // waiting in replicant-clone for a source
+				return s
+			}()},
 			bootstrap: "db-0",
 			roles:     map[string]string{"db-0": "master", "db-1": "replica"},
 			healthy:   map[string]bool{"db-0": true, "db-1": false},
@@ -202,7 +206,7 @@ func TestDecideFailover(t *testing.T) {
 			r := replica("db-1", 1, "Connecting", "0-100-11")
 			r.Reachable = false
 			return base(downMaster(), r)
-		}(), "", "no replica can take over"},
+		}(), "", "nothing confirms it is down"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -321,5 +325,152 @@ func TestReplicasOfAnOlderMasterAreNotErrantAgainstAClonedMaster(t *testing.T) {
 	if p := Decide(Snapshot{Cluster: "db", Master: "db-4", MaxLag: time.Minute, Servers: []Server{
 		srv(t, "db-0", 0, "ro", "0-101-2025,0-100-2400,0-104-2500", "db-4"), master}}); len(p.Quarantine) != 1 {
 		t.Fatalf("quarantine %v", p.Quarantine)
+	}
+}
+
+// TestFailoverPromotesOnlyAProvenCandidate: the cases of issue #10 where the old rules
+// promoted a server that could not hold every acknowledged write, or one that was
+// quarantined, and the holds that replace them.
+func TestFailoverPromotesOnlyAProvenCandidate(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	downMaster := func(pod string, ordinal int64) Server {
+		s := srv(t, pod, ordinal, "rw", "", "")
+		s.Reachable, s.Err = false, "connection refused"
+		return s
+	}
+	replica := func(pod string, ordinal int64, master, io, binlog, received string) Server {
+		s := srv(t, pod, ordinal, "ro", binlog, master)
+		s.State.CurrentPos = gtids(t, binlog).Position()
+		s.State.Replica.IORunning = io
+		s.State.Replica.ReceivedPos = gtids(t, received)
+		return s
+	}
+	semiSync := func(servers ...Server) Snapshot {
+		return Snapshot{Cluster: "db", Master: "db-1", Servers: servers, MaxLag: 30 * time.Second, AutoFailover: true,
+			MasterFailures: 3, FailureThreshold: 3, AntiFlap: 5 * time.Minute, Now: now, Replicas: 3,
+			SemiSync: true, Durable: true, SemiSyncFrom: gtids(t, "0-101-40"), MasterSource: "db-1.mysql.ns",
+			WritesSafeAt: now.Add(-time.Second)}
+	}
+	cases := []struct {
+		name    string
+		snap    Snapshot
+		promote string
+		held    string // a part of Plan.Held, or of Plan.Wait for a wait
+	}{
+		{"a quarantined server is never elected, however far ahead", func() Snapshot {
+			s := semiSync(replica("db-0", 0, "db-1", "Connecting", "0-100-60", "0-100-60"), downMaster("db-1", 1),
+				replica("db-2", 2, "db-1", "Connecting", "0-100-50,0-101-55", "0-101-55"))
+			s.Quarantined = map[string]string{"db-0": "0-100-60"}
+			return s
+		}(), "db-2", ""},
+		{"the only replica quarantined: hold", func() Snapshot {
+			s := semiSync(replica("db-0", 0, "db-1", "Connecting", "0-100-60", "0-100-60"), downMaster("db-1", 1))
+			s.Quarantined = map[string]string{"db-0": "0-100-60"}
+			return s
+		}(), "", "nothing confirms it is down"},
+		{"a replica stopped long ago on an error proves nothing", func() Snapshot {
+			r := replica("db-0", 0, "db-1", "No", "0-101-41", "0-101-41")
+			r.State.Replica.LastIOErrno = 1236
+			return semiSync(r, downMaster("db-1", 1))
+		}(), "", "nothing confirms it is down"},
+		{"with semi-sync, a replica that does not answer may hold acknowledged writes", func() Snapshot {
+			silent := replica("db-2", 2, "db-1", "Connecting", "0-101-50", "0-101-50")
+			silent.Reachable = false
+			return semiSync(replica("db-0", 0, "db-1", "Connecting", "0-101-45", "0-101-45"), downMaster("db-1", 1), silent)
+		}(), "", "do not answer"},
+		{"a pod still initializing acknowledged nothing", func() Snapshot {
+			init := srv(t, "db-2", 2, "ro", "", "")
+			init.Reachable, init.Initializing = false, true
+			return semiSync(replica("db-0", 0, "db-1", "Connecting", "0-101-45", "0-101-45"), downMaster("db-1", 1), init)
+		}(), "db-0", ""},
+		{"commits were not waiting for a replica: hold", func() Snapshot {
+			s := semiSync(replica("db-0", 0, "db-1", "Connecting", "0-101-45", "0-101-45"), downMaster("db-1", 1))
+			s.Durable = false
+			return s
+		}(), "", "semi-sync was off"},
+		{"the candidate did not receive the position from which commits waited", semiSync(
+			replica("db-0", 0, "db-1", "Connecting", "0-101-30", "0-101-30"), downMaster("db-1", 1)), "", "did not receive 0-101-40"},
+		{"a replica of another source is no candidate", func() Snapshot {
+			return semiSync(replica("db-0", 0, "elsewhere", "Connecting", "0-101-45", "0-101-45"), downMaster("db-1", 1),
+				replica("db-2", 2, "db-1", "Connecting", "0-101-44", "0-101-44"))
+		}(), "", "no replica received everything"},
+		{"a replica with an SQL error cannot apply its relay log", func() Snapshot {
+			r := replica("db-0", 0, "db-1", "Connecting", "0-101-45", "0-101-48")
+			r.State.Replica.LastSQLErrno = 1062
+			return semiSync(r, downMaster("db-1", 1), replica("db-2", 2, "db-1", "Connecting", "0-101-44", "0-101-46"))
+		}(), "", "no replica received everything"},
+		{"the old master's write lease still runs: wait", func() Snapshot {
+			s := semiSync(replica("db-0", 0, "db-1", "Connecting", "0-101-45", "0-101-45"), downMaster("db-1", 1))
+			s.WritesSafeAt = now.Add(1500 * time.Millisecond)
+			return s
+		}(), "", "write lease has run out, in 1.5s"},
+		{"async durability: the most advanced, no proof asked", func() Snapshot {
+			silent := replica("db-2", 2, "db-1", "Connecting", "0-101-50", "0-101-50")
+			silent.Reachable = false
+			s := semiSync(replica("db-0", 0, "db-1", "Connecting", "0-101-45", "0-101-45"), downMaster("db-1", 1), silent)
+			s.SemiSync, s.Durable = false, false
+			return s
+		}(), "db-0", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Decide(tc.snap)
+			if p.Promote != tc.promote {
+				t.Errorf("promote %q, want %q (held %q, wait %q)", p.Promote, tc.promote, p.Held, p.Wait)
+			}
+			if got := p.Held + p.Wait; tc.held != "" && !strings.Contains(got, tc.held) {
+				t.Errorf("held %q, wait %q; want %q", p.Held, p.Wait, tc.held)
+			}
+			if p.Roles["db-0"] == RoleMaster && tc.snap.Quarantined["db-0"] != "" {
+				t.Errorf("quarantined db-0 made master")
+			}
+		})
+	}
+}
+
+// TestFirstMasterIsReconstructedNotGuessed: without the controller's state (a new
+// cluster, or the state lost) the master is the only writable server, or the one the
+// replicas follow; a bootstrap waits for every started server and refuses diverged data.
+func TestFirstMasterIsReconstructedNotGuessed(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	snap := func(servers ...Server) Snapshot {
+		return Snapshot{Cluster: "db", Servers: servers, MaxLag: 30 * time.Second, Replicas: 3, Now: now, WritesSafeAt: now}
+	}
+	silent := func(s Server) Server { s.Reachable, s.Err = false, "i/o timeout"; return s }
+	cases := []struct {
+		name             string
+		snap             Snapshot
+		adopt, bootstrap string
+		fence            []string
+		held             string
+	}{
+		{"the only writable server", snap(srv(t, "db-0", 0, "ro", "0-100-5", "db-1"), srv(t, "db-1", 1, "rw", "0-100-9,0-101-3", ""),
+			srv(t, "db-2", 2, "ro", "0-100-9", "db-1")), "db-1", "", nil, ""},
+		{"the one every replica follows (fenced, e.g. by its lease)", snap(srv(t, "db-0", 0, "ro", "0-100-5", "db-1"),
+			srv(t, "db-1", 1, "ro", "0-100-9", ""), srv(t, "db-2", 2, "ro", "0-100-9", "db-1")), "db-1", "", nil, ""},
+		{"replicas follow a server that does not answer", snap(srv(t, "db-0", 0, "ro", "0-100-5", "db-1"),
+			silent(srv(t, "db-1", 1, "ro", "0-100-9", "")), srv(t, "db-2", 2, "ro", "", "")), "", "", nil, "not one server that answers"},
+		{"an empty pod 0 is not bootstrapped beside a pod with data", snap(srv(t, "db-0", 0, "ro", "", ""),
+			srv(t, "db-1", 1, "ro", "0-100-9", "")), "", "db-1", nil, ""},
+		{"a started server that does not answer holds the bootstrap", snap(srv(t, "db-0", 0, "ro", "", ""),
+			silent(srv(t, "db-1", 1, "ro", "", ""))), "", "", nil, "waiting for [db-1]"},
+		{"diverged data", snap(srv(t, "db-0", 0, "ro", "0-100-9", ""), srv(t, "db-1", 1, "ro", "0-100-7,0-101-8", "")),
+			"", "", nil, "diverge"},
+		{"two writable servers: both fenced", snap(srv(t, "db-0", 0, "rw", "0-100-9", ""), srv(t, "db-1", 1, "rw", "0-100-9", "")),
+			"", "", []string{"db-0", "db-1"}, "writable servers"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Decide(tc.snap)
+			if p.Adopt != tc.adopt || p.Bootstrap != tc.bootstrap {
+				t.Errorf("adopt %q bootstrap %q, want %q %q (held %q)", p.Adopt, p.Bootstrap, tc.adopt, tc.bootstrap, p.Held)
+			}
+			if !reflect.DeepEqual(p.Fence, tc.fence) {
+				t.Errorf("fence %v, want %v", p.Fence, tc.fence)
+			}
+			if tc.held != "" && !strings.Contains(p.Held, tc.held) {
+				t.Errorf("held %q, want %q", p.Held, tc.held)
+			}
+		})
 	}
 }

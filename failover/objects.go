@@ -20,8 +20,8 @@ import (
 
 // Keys of the credentials Secret besides the backup ones inject names.
 const (
-	SecretKeyAdminUser           = "admin-user"
-	SecretKeyAdminPassword       = "admin-password"
+	SecretKeyAdminUser           = inject.SecretKeyAdminUser
+	SecretKeyAdminPassword       = inject.SecretKeyAdminPassword
 	SecretKeyReplicationUser     = "replication-user"
 	SecretKeyReplicationPassword = "replication-password"
 )

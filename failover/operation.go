@@ -36,23 +36,10 @@ const (
 	ResultRefused = "refused"
 )
 
-// lastOperation reads the annotation (zero when absent or unreadable).
-func lastOperation(sts *appsv1.StatefulSet) Operation {
-	var op Operation
-	_ = json.Unmarshal([]byte(sts.Annotations[inject.AnnLastOperation]), &op)
-	return op
-}
-
-// lastAutomaticFailover is when the last successful automatic failover ended.
-func lastAutomaticFailover(sts *appsv1.StatefulSet) time.Time {
-	if op := lastOperation(sts); op.Op == OpFailover && op.Result == ResultOK {
-		return op.End
-	}
-	return time.Time{}
-}
-
-// annotate records the master and, when op is not nil, the last operation, and
-// removes the request annotations named in done.
+// annotate mirrors the master (the state holds it) and, when op is not nil, records
+// the last operation on the StatefulSet, and removes the request annotations named in
+// done. The manager's patches skip the mutating webhook (its matchConditions), so
+// they neither depend on it nor re-inject the pod template.
 func (r *Reconciler) annotate(ctx context.Context, sts *appsv1.StatefulSet, master string, op *Operation, done ...string) error {
 	patch := client.MergeFrom(sts.DeepCopy())
 	if sts.Annotations == nil {

@@ -58,6 +58,8 @@ const (
 
 // Keys of the credentials Secret that pods read. The controller creates the Secret.
 const (
+	SecretKeyAdminUser      = "admin-user"
+	SecretKeyAdminPassword  = "admin-password"
 	SecretKeyBackupUser     = "backup-user"
 	SecretKeyBackupPassword = "backup-password"
 )
@@ -303,8 +305,10 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 
 	sidecarData := datadir
 	sidecarData.ReadOnly = true
+	// The sidecar alone also gets the admin account: it fences its server when the
+	// controller's write lease runs out (an isolated master).
 	sidecar := serverContainer(ContainerSidecar, append([]string{"serve", "--datadir=" + DataDir, "--listen=:" + strconv.Itoa(SidecarPort)}, args...),
-		slices.Concat(pod, credentialEnv(opts)),
+		slices.Concat(pod, credentialEnv(opts), adminEnv(opts)),
 		[]corev1.VolumeMount{binMount, sidecarData, {Name: VolumeConf, MountPath: ConfDir, ReadOnly: true}})
 	sidecar.Ports = []corev1.ContainerPort{{Name: SidecarPortName, ContainerPort: SidecarPort, Protocol: corev1.ProtocolTCP}}
 	sidecar.LivenessProbe = &corev1.Probe{
@@ -373,18 +377,27 @@ func podEnv(sts *appsv1.StatefulSet) []corev1.EnvVar {
 // (the sidecar serves them, the clone fetches them). Pods wait for the Secret, which
 // the controller creates, rather than start without credentials.
 func credentialEnv(opts Options) []corev1.EnvVar {
-	secret := func(name, key string) corev1.EnvVar {
-		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
-			SecretKeyRef: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: opts.CredentialsSecret},
-				Key:                  key,
-			},
-		}}
-	}
 	return []corev1.EnvVar{
-		secret("REPLICANT_BACKUP_USER", SecretKeyBackupUser),
-		secret("REPLICANT_BACKUP_PASSWORD", SecretKeyBackupPassword),
+		secretEnv(opts, "REPLICANT_BACKUP_USER", SecretKeyBackupUser),
+		secretEnv(opts, "REPLICANT_BACKUP_PASSWORD", SecretKeyBackupPassword),
 	}
+}
+
+// adminEnv gives replicant's admin account to the sidecar.
+func adminEnv(opts Options) []corev1.EnvVar {
+	return []corev1.EnvVar{
+		secretEnv(opts, "REPLICANT_ADMIN_USER", SecretKeyAdminUser),
+		secretEnv(opts, "REPLICANT_ADMIN_PASSWORD", SecretKeyAdminPassword),
+	}
+}
+
+func secretEnv(opts Options, name, key string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
+		SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: opts.CredentialsSecret},
+			Key:                  key,
+		},
+	}}
 }
 
 func smallResources() corev1.ResourceRequirements {

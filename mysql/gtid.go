@@ -193,3 +193,16 @@ func (s GTIDSet) Union(other GTIDSet) GTIDSet {
 	}
 	return out
 }
+
+// Reaches reports whether s is at or beyond other in every domain other has: a server
+// that received s received every transaction of other (sequence numbers grow along
+// one history per domain, gtid_strict_mode).
+func (s GTIDSet) Reaches(other GTIDSet) bool {
+	mine := s.domainHeads()
+	for d, seq := range other.domainHeads() {
+		if mine[d] < seq {
+			return false
+		}
+	}
+	return true
+}

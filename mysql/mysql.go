@@ -313,3 +313,45 @@ func (s *Server) HeartbeatLag(ctx context.Context) (time.Duration, error) {
 	}
 	return time.Duration(micros.Int64) * time.Microsecond, nil
 }
+
+// KillClientSessions kills every client session except the caller's own, the
+// server's own threads, and replication (replicas' dump threads, this server's
+// replica threads). A killed session that was waiting in COMMIT for a semi-sync
+// acknowledgement gets an error, never success. It returns how many it killed.
+func (s *Server) KillClientSessions(ctx context.Context) (int, error) {
+	killed := 0
+	err := s.conn(ctx, "kill client sessions", func(ctx context.Context, c *sql.Conn) error {
+		rows, err := c.QueryContext(ctx, `SELECT ID FROM information_schema.PROCESSLIST
+			WHERE ID <> CONNECTION_ID() AND USER NOT IN ('system user', 'event_scheduler', 'unauthenticated user')
+			AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon', 'Slave_IO', 'Slave_SQL', 'Slave_worker', 'Connect Out')`)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			_, err := c.ExecContext(ctx, "KILL CONNECTION ?", id)
+			var me *mysql.MySQLError
+			if errors.As(err, &me) && me.Number == 1094 { // ER_NO_SUCH_THREAD: it ended meanwhile
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			killed++
+		}
+		return nil
+	})
+	return killed, err
+}

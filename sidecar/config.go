@@ -98,9 +98,14 @@ func (c ServerConfig) Fragment() (string, error) {
 		set("rpl_semi_sync_slave_kill_conn_timeout", "1")
 		set("rpl_semi_sync_master_enabled", "OFF")
 		set("rpl_semi_sync_master_wait_point", "AFTER_SYNC")
-		// With no replica connected the master does not stall: there is nobody to
-		// fail over to. The fallback shows in the master's status annotation.
-		set("rpl_semi_sync_master_wait_no_slave", "OFF")
+		// Never fall back to async: a master cut off from its replicas would go on
+		// acknowledging writes that a failover then drops. Its commits wait instead,
+		// until a replica acknowledges them or the sidecar fences the server (its
+		// write lease ran out) and kills the waiting sessions: they get an error,
+		// never success. The controller switches the master side on only where a
+		// replica can acknowledge (docs/failover.md).
+		set("rpl_semi_sync_master_timeout", "4294967295")
+		set("rpl_semi_sync_master_wait_no_slave", "ON")
 	case "async":
 		set("rpl_semi_sync_slave_enabled", "OFF")
 		set("rpl_semi_sync_master_enabled", "OFF")

@@ -30,7 +30,8 @@ func TestFragment(t *testing.T) {
 	for _, line := range []string{"[mysqld]", "server_id = 102", "report_host = db-2.mysql.prod", "log_bin = mysql-bin",
 		"relay_log = mysql-relay-bin", "log_slave_updates = ON", "binlog_format = ROW", "gtid_strict_mode = ON",
 		"read_only = ON", "skip_slave_start = ON", "sync_binlog = 1", "slave_net_timeout = 4", "rpl_semi_sync_slave_enabled = ON", "rpl_semi_sync_slave_kill_conn_timeout = 1",
-		"rpl_semi_sync_master_enabled = OFF", "rpl_semi_sync_master_wait_point = AFTER_SYNC"} {
+		"rpl_semi_sync_master_enabled = OFF", "rpl_semi_sync_master_wait_point = AFTER_SYNC",
+		"rpl_semi_sync_master_timeout = 4294967295", "rpl_semi_sync_master_wait_no_slave = ON"} {
 		if !strings.Contains(got, "\n"+line+"\n") {
 			t.Errorf("fragment lacks %q:\n%s", line, got)
 		}

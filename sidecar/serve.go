@@ -42,6 +42,13 @@ type ServeConfig struct {
 	// HTTP basic auth credentials /xbackup demands.
 	BackupUser     string
 	BackupPassword string
+	// AdminUser and AdminPassword are replicant's admin account: the sidecar fences
+	// its server with it when the write lease runs out (lease.go). Without it the
+	// sidecar refuses leases, and the controller opens no writes on this server.
+	AdminUser     string
+	AdminPassword string
+	// FenceCheck is how often the lease is checked (default 100 ms).
+	FenceCheck time.Duration
 	// BackupBinary is mariadb-backup (default: found on PATH).
 	BackupBinary string
 	// PreStopWait bounds how long /pre-stop holds a writable server's shutdown while
@@ -57,6 +64,8 @@ type Server struct {
 	cfg     ServeConfig
 	busy    atomic.Bool
 	db      *mysql.Server
+	admin   *mysql.Server // nil without admin credentials
+	leases  leaseKeeper
 	metrics *serveMetrics
 	handler http.Handler
 }
@@ -106,13 +115,23 @@ func NewServer(cfg ServeConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.FenceCheck <= 0 {
+		cfg.FenceCheck = 100 * time.Millisecond
+	}
 	s := &Server{cfg: cfg, db: db, metrics: newServeMetrics()}
+	if cfg.AdminUser != "" && cfg.AdminPassword != "" {
+		if s.admin, err = mysql.Open(mysql.Config{Addr: cfg.ServerAddr, User: cfg.AdminUser, Password: cfg.AdminPassword,
+			ConnectTimeout: time.Second, QueryTimeout: 2 * time.Second}, nil); err != nil {
+			return nil, err
+		}
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /xbackup", s.xbackup)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /status", s.status)
 	mux.HandleFunc("GET /pre-stop", s.preStop)
+	mux.HandleFunc("PUT "+LeasePath, s.lease)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	s.handler = mux
 	return s, nil
@@ -122,7 +141,16 @@ func NewServer(cfg ServeConfig) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Close releases the server's connections.
-func (s *Server) Close() error { return s.db.Close() }
+func (s *Server) Close() error {
+	if s.admin != nil {
+		s.admin.Close()
+	}
+	return s.db.Close()
+}
+
+// KeepFenced fences the server whenever it is writable without a write lease, until
+// ctx ends (Run does it; tests that serve Handler call it themselves).
+func (s *Server) KeepFenced(ctx context.Context) { s.keepFenced(ctx, s.cfg.FenceCheck) }
 
 // Run serves until ctx ends, then shuts down gracefully (a running backup is ended).
 func (s *Server) Run(ctx context.Context) error {
@@ -130,6 +158,9 @@ func (s *Server) Run(ctx context.Context) error {
 		BaseContext: nil}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
+	fenceCtx, stopFencing := context.WithCancel(context.Background())
+	defer stopFencing()
+	go s.KeepFenced(fenceCtx)
 	s.cfg.Log.Info("serving", "address", s.cfg.Listen)
 	select {
 	case err := <-errc:

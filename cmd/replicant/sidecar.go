@@ -127,6 +127,7 @@ one at a time; /healthz, /readyz (the server answers), /status (the clone record
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			serveCfg.BackupUser, serveCfg.BackupPassword = os.Getenv("REPLICANT_BACKUP_USER"), os.Getenv("REPLICANT_BACKUP_PASSWORD")
+			serveCfg.AdminUser, serveCfg.AdminPassword = os.Getenv("REPLICANT_ADMIN_USER"), os.Getenv("REPLICANT_ADMIN_PASSWORD")
 			serveCfg.Log = newLogger().WithName("sidecar")
 			srv, err := sidecar.NewServer(serveCfg)
 			if err != nil {

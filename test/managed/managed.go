@@ -8,7 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +30,8 @@ import (
 
 	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/inject"
+	"github.com/replicant-dev/replicant/mysql"
+	"github.com/replicant-dev/replicant/sidecar"
 	"github.com/replicant-dev/replicant/test/controlplane"
 	"github.com/replicant-dev/replicant/test/fixture"
 	"github.com/replicant-dev/replicant/test/mariadb"
@@ -83,6 +88,19 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 	if err := c.Create(ctx, sts); err != nil {
 		t.Fatal(err)
 	}
+	// replicant's credentials, given in advance (the controller keeps a Secret that
+	// exists), so that each server's sidecar runs from the start as in a pod.
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-replicant", Namespace: "default"},
+		StringData: map[string]string{
+			failover.SecretKeyAdminUser: Admin.Name, failover.SecretKeyAdminPassword: Admin.Password,
+			failover.SecretKeyReplicationUser: "replicant_repl", failover.SecretKeyReplicationPassword: "test-repl-password",
+			inject.SecretKeyBackupUser: Backup.Name, inject.SecretKeyBackupPassword: Backup.Password,
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		StartSidecar(t, s)
+	}
 	for i, s := range servers {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: "default",
@@ -130,6 +148,39 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 	go func() { done <- mgr.Start(mgrCtx) }()
 	t.Cleanup(func() { stop(); <-done })
 	return &Cluster{T: t, Ctx: ctx, C: c, Sts: sts, Servers: servers, Env: env}
+}
+
+// Admin and Backup are replicant's accounts in the test clusters' credentials Secret.
+var (
+	Admin  = mysql.User{Name: "replicant_admin", Password: "test-admin-password"}
+	Backup = mysql.User{Name: "replicant_backup", Password: "test-backup-password"}
+)
+
+// StartSidecar serves a real sidecar for s on s.Host:8080, as the pod's sidecar
+// container does (write leases, self-fencing, /status), until the test ends.
+func StartSidecar(t testing.TB, s *mariadb.Server) {
+	t.Helper()
+	srv, err := sidecar.NewServer(sidecar.ServeConfig{Datadir: s.Datadir, ServerAddr: s.Addr(),
+		BackupUser: Backup.Name, BackupPassword: Backup.Password, AdminUser: Admin.Name, AdminPassword: Admin.Password,
+		Log: zap.New(zap.WriteTo(os.Stderr)).WithName("sidecar-" + s.Name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(s.Host, strconv.Itoa(inject.SidecarPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := context.WithCancel(context.Background())
+	go hs.Serve(l)
+	fenced := make(chan struct{})
+	go func() { defer close(fenced); srv.KeepFenced(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		<-fenced
+		hs.Close()
+		srv.Close()
+	})
 }
 
 // eventually retries check every 200ms for at most 60s.
