@@ -31,6 +31,15 @@ func quickDB(s *mariadb.Server, app bool) *sql.DB {
 
 // createApp creates the app schema and an application user on the master (both
 // replicated).
+func binlogPos(t *testing.T, s *mariadb.Server) string {
+	t.Helper()
+	var pos string
+	if err := s.DB().QueryRow("SELECT @@gtid_binlog_pos").Scan(&pos); err != nil {
+		t.Fatal(err)
+	}
+	return pos
+}
+
 func createApp(cl *managed.Cluster) {
 	cl.Server(cl.Master()).Exec(cl.Ctx, "CREATE DATABASE app", "CREATE TABLE app.w (id INT PRIMARY KEY)",
 		"CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'", "GRANT SELECT, INSERT ON app.* TO 'app'@'%'")
@@ -228,8 +237,26 @@ func TestOldMasterWithErrantWriteIsQuarantined(t *testing.T) {
 	createApp(cl)
 	cl.Servers[1].Exec(cl.Ctx, "STOP SLAVE IO_THREAD")
 	cl.Servers[2].Exec(cl.Ctx, "STOP SLAVE IO_THREAD")
-	cl.Servers[0].Exec(cl.Ctx, "INSERT INTO app.w VALUES (42)") // only db-0 has it
+	// Only db-0 logs it; no replica can acknowledge it, so its commit waits and is
+	// never acknowledged (semi-sync never falls back).
+	before := binlogPos(t, cl.Servers[0])
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := cl.Servers[0].DB().ExecContext(ctx, "INSERT INTO app.w VALUES (42)"); err == nil {
+			t.Errorf("a write no replica received was acknowledged")
+		}
+	}()
+	cl.Eventually("the write in db-0's binlog", func() error {
+		if pos := binlogPos(t, cl.Servers[0]); pos == before {
+			return fmt.Errorf("binlog still at %s", pos)
+		}
+		return nil
+	})
 	cl.Servers[0].Kill()
+	// The replicas try to reach their master again and find it gone: their word.
+	cl.Servers[1].Exec(cl.Ctx, "START SLAVE IO_THREAD")
+	cl.Servers[2].Exec(cl.Ctx, "START SLAVE IO_THREAD")
 	newMaster := cl.FailoverFrom("db-0")
 	cl.Servers[0].Restart()
 	want := map[string]string{"db-0": "replica/no", "db-1": "replica/yes", "db-2": "replica/yes"}

@@ -17,52 +17,62 @@ import (
 	"github.com/replicant-dev/replicant/test/mariadb"
 )
 
-// proxy forwards a loopback address's port 3306 to a server; cut() drops every
-// connection and refuses new ones, like a network path that broke.
+// proxy forwards a loopback address's ports 3306 (the server) and 8080 (its sidecar)
+// to a pod's; cut() drops every connection and refuses new ones, like a network
+// path that broke.
 type proxy struct {
 	addr  string
-	l     net.Listener
+	ls    []net.Listener
 	mu    sync.Mutex
 	conns []net.Conn
 }
 
-func newProxy(t testing.TB, target string) *proxy {
-	var l net.Listener
+func newProxy(t testing.TB, targetHost string) *proxy {
+	var l, side net.Listener
 	var err error
 	for i := 0; i < 50; i++ {
 		host := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
-		if l, err = net.Listen("tcp", net.JoinHostPort(host, "3306")); err == nil {
+		if l, err = net.Listen("tcp", net.JoinHostPort(host, "3306")); err != nil {
+			continue
+		}
+		if side, err = net.Listen("tcp", net.JoinHostPort(host, "8080")); err == nil {
 			break
 		}
+		l.Close()
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{addr: l.Addr().(*net.TCPAddr).IP.String(), l: l}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.DialTimeout("tcp", target, time.Second)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
-		}
-	}()
+	p := &proxy{addr: l.Addr().(*net.TCPAddr).IP.String(), ls: []net.Listener{l, side}}
+	go p.forward(l, net.JoinHostPort(targetHost, "3306"))
+	go p.forward(side, net.JoinHostPort(targetHost, "8080"))
 	t.Cleanup(p.cut)
 	return p
 }
 
+func (p *proxy) forward(l net.Listener, target string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.DialTimeout("tcp", target, time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go func() { io.Copy(up, c); up.Close() }()
+		go func() { io.Copy(c, up); c.Close() }()
+	}
+}
+
 func (p *proxy) cut() {
-	p.l.Close()
+	for _, l := range p.ls {
+		l.Close()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
@@ -73,7 +83,8 @@ func (p *proxy) cut() {
 
 // TestControllerAloneLosingTheMasterDoesNotFailOver: the controller reaches the
 // master through a path that breaks; the replicas, replicating from the master's
-// report_host, still receive from it. No failover.
+// report_host, still receive from it. No failover; the master, whose write lease the
+// controller can no longer renew, fences itself.
 func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 	var path *proxy
 	cl := managed.StartWith(t, 3, managed.Options{
@@ -82,7 +93,7 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 			if s.Name != "db-0" {
 				return s.Host
 			}
-			path = newProxy(t, s.Addr())
+			path = newProxy(t, s.Host)
 			return path.addr
 		},
 	})
@@ -103,7 +114,19 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 			t.Fatalf("failed over to %s although the replicas still receive from db-0", m)
 		}
 	}
-	if cl.ReadOnly(cl.Servers[0]) || !cl.ReadOnly(cl.Servers[1]) || !cl.ReadOnly(cl.Servers[2]) {
-		t.Errorf("read_only changed: %v %v %v", cl.ReadOnly(cl.Servers[0]), cl.ReadOnly(cl.Servers[1]), cl.ReadOnly(cl.Servers[2]))
+	// Its write lease is no longer renewed: db-0's sidecar fences it (the
+	// controller cannot tell this from a master cut off from everyone). No server
+	// takes writes; the replicas stay read-only.
+	cl.Eventually("db-0 fenced by its sidecar", func() error {
+		if !cl.ReadOnly(cl.Servers[0]) {
+			return fmt.Errorf("db-0 still writable")
+		}
+		return nil
+	})
+	if !cl.ReadOnly(cl.Servers[1]) || !cl.ReadOnly(cl.Servers[2]) {
+		t.Errorf("a replica is writable")
+	}
+	if m := cl.Master(); m != "db-0" {
+		t.Errorf("failed over to %s", m)
 	}
 }

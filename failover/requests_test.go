@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,16 +86,37 @@ func TestResetReplicaAndLag(t *testing.T) {
 	setDelay(t, r1, 0)
 	cl.Eventually("caught up", cl.Want(healthy))
 
-	// Semi-sync: with no replica receiving, the master's commits stop waiting for
-	// acknowledgements; that is reported, and so is the return.
-	cl.Servers[1].Exec(cl.Ctx, "STOP SLAVE")
-	cl.Servers[2].Exec(cl.Ctx, "STOP SLAVE")
-	cl.Servers[0].Exec(cl.Ctx, "CREATE DATABASE IF NOT EXISTS semisync_probe")
-	cl.Event("SemiSyncFallback")
-	cl.Servers[1].Exec(cl.Ctx, "START SLAVE")
-	cl.Servers[2].Exec(cl.Ctx, "START SLAVE")
-	cl.Servers[0].Exec(cl.Ctx, "CREATE DATABASE IF NOT EXISTS semisync_probe2")
-	cl.Event("SemiSyncRestored")
+	// Semi-sync: with no replica to acknowledge (both detached, so the controller
+	// does not restart them), the master's commits wait: a write is never
+	// acknowledged, the stall is reported, and it completes when a replica is back.
+	createApp(cl)
+	cl.AnnotatePod("db-1", inject.AnnResetReplica, "true")
+	cl.AnnotatePod("db-2", inject.AnnResetReplica, "true")
+	cl.Eventually("both detached", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/no", "db-2": "replica/no"}))
+	cl.Event(failover.EventWritesStalled)
+	ctx, cancel := context.WithTimeout(cl.Ctx, 2*time.Second)
+	_, err := cl.Servers[0].DB().ExecContext(ctx, "INSERT INTO app.w VALUES (7)")
+	cancel()
+	if err == nil {
+		t.Fatal("a commit was acknowledged while no replica could acknowledge it")
+	}
+	if st := cl.PodStatus("db-0"); !strings.HasPrefix(st.SemiSync, "stalled") {
+		t.Errorf("master status semiSync %q, want stalled", st.SemiSync)
+	}
+	cl.AnnotatePod("db-1", inject.AnnDetached, "")
+	cl.AnnotatePod("db-2", inject.AnnDetached, "")
+	cl.Eventually("rejoined", cl.Want(healthy))
+	cl.Event(failover.EventWritesResumed)
+	cl.Servers[0].Exec(cl.Ctx, "INSERT INTO app.w VALUES (8)")
+	for _, s := range cl.Servers {
+		cl.Eventually(s.Name+" has the stalled write", func() error {
+			var n int
+			if err := s.DB().QueryRow("SELECT COUNT(*) FROM app.w WHERE id IN (7, 8)").Scan(&n); err != nil || n != 2 {
+				return fmt.Errorf("%d rows, %v", n, err)
+			}
+			return nil
+		})
+	}
 }
 
 // setDelay sets a replica's MASTER_DELAY. CHANGE MASTER needs both threads stopped, and

@@ -152,8 +152,8 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 
 // Admin and Backup are replicant's accounts in the test clusters' credentials Secret.
 var (
-	Admin  = mysql.User{Name: "replicant_admin", Password: "test-admin-password"}
-	Backup = mysql.User{Name: "replicant_backup", Password: "test-backup-password"}
+	Admin  = mysql.User{Name: "replicant_admin", Password: "test-admin-password-of-24"}
+	Backup = mysql.User{Name: "replicant_backup", Password: "test-backup-password-of-24"}
 )
 
 // StartSidecar serves a real sidecar for s on s.Host:8080, as the pod's sidecar
