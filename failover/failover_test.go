@@ -17,8 +17,12 @@ import (
 )
 
 func quickDB(s *mariadb.Server, app bool) *sql.DB {
+	return quickDBAt(s.Addr(), app)
+}
+
+func quickDBAt(addr string, app bool) *sql.DB {
 	cfg := gomysql.NewConfig()
-	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = "root", mariadb.RootPassword, "tcp", s.Addr()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = "root", mariadb.RootPassword, "tcp", addr
 	if app {
 		// An application account: without SUPER / READ ONLY ADMIN, so read_only binds it.
 		cfg.User, cfg.Passwd = "app", "app-pw"
@@ -56,7 +60,11 @@ type writer struct {
 	done  chan struct{}
 }
 
-func startWriter(cl *managed.Cluster) *writer {
+func startWriter(cl *managed.Cluster) *writer { return startWriterVia(cl, nil) }
+
+// startWriterVia is startWriter for a client that reaches some pods by other
+// addresses (a network path that can be cut).
+func startWriterVia(cl *managed.Cluster, via map[string]string) *writer {
 	w := &writer{cl: cl, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -82,7 +90,11 @@ func startWriter(cl *managed.Cluster) *writer {
 				continue
 			}
 			if dbs[master] == nil {
-				dbs[master] = quickDB(s, true)
+				addr := s.Addr()
+				if a, ok := via[master]; ok {
+					addr = a
+				}
+				dbs[master] = quickDBAt(addr, true)
 			}
 			if _, err := dbs[master].Exec("INSERT INTO app.w (id) VALUES (?)", id); err != nil {
 				master = "" // ask again who the master is

@@ -1,6 +1,7 @@
 package failover_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -21,10 +22,11 @@ import (
 // to a pod's; cut() drops every connection and refuses new ones, like a network
 // path that broke.
 type proxy struct {
-	addr  string
-	ls    []net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
+	addr   string
+	target string
+	ls     []net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
 }
 
 func newProxy(t testing.TB, targetHost string) *proxy {
@@ -43,11 +45,27 @@ func newProxy(t testing.TB, targetHost string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{addr: l.Addr().(*net.TCPAddr).IP.String(), ls: []net.Listener{l, side}}
+	p := &proxy{addr: l.Addr().(*net.TCPAddr).IP.String(), target: targetHost, ls: []net.Listener{l, side}}
 	go p.forward(l, net.JoinHostPort(targetHost, "3306"))
 	go p.forward(side, net.JoinHostPort(targetHost, "8080"))
 	t.Cleanup(p.cut)
 	return p
+}
+
+// heal restores the path after a cut: the same address forwards again.
+func (p *proxy) heal(t testing.TB) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ls = nil
+	for _, port := range []string{"3306", "8080"} {
+		l, err := net.Listen("tcp", net.JoinHostPort(p.addr, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.ls = append(p.ls, l)
+		go p.forward(l, net.JoinHostPort(p.target, port))
+	}
 }
 
 func (p *proxy) forward(l net.Listener, target string) {
@@ -70,11 +88,11 @@ func (p *proxy) forward(l net.Listener, target string) {
 }
 
 func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, l := range p.ls {
 		l.Close()
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	for _, c := range p.conns {
 		c.Close()
 	}
@@ -129,4 +147,126 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 	if m := cl.Master(); m != "db-0" {
 		t.Errorf("failed over to %s", m)
 	}
+}
+
+// TestIsolatedMasterAcknowledgesNothingAFailoverLoses: the master is cut off from the
+// controller and its replicas (they reach it only through a path that breaks), while
+// one client goes on writing to it from inside its partition and another writes
+// through the path, to whichever server is master. The master's commits wait for a
+// replica that never answers, its write lease runs out and its sidecar fences it;
+// only then is a replica promoted. Every write acknowledged to either client is on
+// the new master, and at no poll (every 10 ms, from inside every partition) are two
+// servers writable, also when the path heals.
+func TestIsolatedMasterAcknowledgesNothingAFailoverLoses(t *testing.T) {
+	var path *proxy
+	cl := managed.StartWith(t, 3, managed.Options{
+		Addressing: failover.SourcePodIP,
+		PodIP: func(s *mariadb.Server) string {
+			if s.Name != "db-0" {
+				return s.Host
+			}
+			path = newProxy(t, s.Host)
+			return path.addr
+		},
+	})
+	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	createApp(cl)
+	checker := startChecker(cl)
+	outside := startWriterVia(cl, map[string]string{"db-0": net.JoinHostPort(path.addr, "3306")})
+	inside := startLocalWriter(cl.Servers[0], 10_000_000)
+	outside.waitFor("writes flowing", 100)
+
+	cutAt := time.Now()
+	insideBefore := inside.count.Load()
+	path.cut()
+	old := cl.Servers[0]
+	var fencedAfter time.Duration
+	cl.Eventually("the isolated master fences itself", func() error {
+		if !cl.ReadOnly(old) {
+			return fmt.Errorf("db-0 still writable")
+		}
+		fencedAfter = time.Since(cutAt)
+		return nil
+	})
+	newMaster := cl.Server(cl.FailoverFrom("db-0"))
+	failedOverAfter := time.Since(cutAt)
+	outside.waitFor("writes on the new master", 100)
+	insideAfterCut := inside.count.Load() - insideBefore
+
+	path.heal(t)
+	cl.Eventually("the old master back as a replica or quarantined", func() error {
+		top, err := cl.Topology()
+		if err != nil {
+			return err
+		}
+		if r := top["db-0"]; r != "replica/yes" && r != "replica/no" {
+			return fmt.Errorf("db-0 is %s", r)
+		}
+		if st := cl.PodStatus("db-0"); !st.Reachable {
+			return fmt.Errorf("db-0 not reachable yet")
+		}
+		return nil
+	})
+	time.Sleep(time.Second) // a few more polls after the heal
+	outside.finish()
+	inside.finish()
+	checker.finish()
+
+	present := map[int]bool{}
+	rows, err := newMaster.DB().Query("SELECT id FROM app.w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id int
+		rows.Scan(&id)
+		present[id] = true
+	}
+	rows.Close()
+	lost := map[string]int{}
+	for name, w := range map[string]*writer{"outside": outside, "inside": inside} {
+		w.acked.Range(func(k, _ any) bool {
+			if !present[k.(int)] {
+				lost[name]++
+			}
+			return true
+		})
+	}
+	if len(lost) > 0 {
+		t.Errorf("acknowledged writes missing on the new master %s: %v", newMaster.Name, lost)
+	}
+	if v := checker.violations.Load(); v > 0 {
+		t.Errorf("two writable servers at %d of %d polls", v, checker.polls.Load())
+	}
+	t.Logf("cut: db-0 fenced itself after %v, %s promoted after %v; acknowledged: outside %d, inside %d (%d after the cut), none lost; %d read_only polls, never two writable",
+		fencedAfter.Round(time.Millisecond), newMaster.Name, failedOverAfter.Round(time.Millisecond),
+		outside.count.Load(), inside.count.Load(), insideAfterCut, checker.polls.Load())
+}
+
+// startLocalWriter writes ids from base on, one by one, to s itself: a client inside
+// s's network partition, which never looks for another master.
+func startLocalWriter(s *mariadb.Server, base int) *writer {
+	w := &writer{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		db := quickDB(s, true)
+		defer db.Close()
+		for id := base; id < base+1_000_000; id++ {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := db.ExecContext(ctx, "INSERT INTO app.w (id) VALUES (?)", id)
+			cancel()
+			if err != nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			w.acked.Store(id, true)
+			w.count.Add(1)
+		}
+	}()
+	return w
 }

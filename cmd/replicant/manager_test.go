@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,8 +15,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -157,6 +160,36 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 	}
 	if lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "" {
 		t.Errorf("stopped manager still holds the lease: %s", *lease.Spec.HolderIdentity)
+	}
+
+	// The webhook is down now (nothing serves it; failurePolicy Fail): a user's
+	// change of the StatefulSet is refused, the manager's own writes are not (its
+	// matchConditions leave them out), and its RBAC lets it keep its state.
+	if err := c.Get(ctx, client.ObjectKeyFromObject(real), real); err != nil {
+		t.Fatal(err)
+	}
+	userPatch := client.MergeFrom(real.DeepCopy())
+	real.Annotations[inject.AnnTakeoverTo] = "db-1"
+	if err := c.Patch(ctx, real, userPatch); err == nil || !strings.Contains(err.Error(), "statefulsets.replicant.dev") {
+		t.Errorf("a user's patch with the webhook down: %v, want refused by the webhook", err)
+	}
+	saConfig := rest.CopyConfig(env.Config)
+	saConfig.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":replicant"}
+	sa, err := client.New(saConfig, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sa.Get(ctx, client.ObjectKeyFromObject(real), real); err != nil {
+		t.Fatal(err)
+	}
+	managerPatch := client.MergeFrom(real.DeepCopy())
+	real.Annotations[inject.AnnLastOperation] = `{"op":"takeover","result":"ok"}`
+	if err := sa.Patch(ctx, real, managerPatch); err != nil {
+		t.Errorf("the manager's patch with the webhook down: %v", err)
+	}
+	state := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "db-replicant-state", Namespace: "apps"}, Data: map[string]string{"state": "{}"}}
+	if err := sa.Create(ctx, state); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Errorf("the manager cannot create its state: %v", err)
 	}
 }
 
