@@ -169,6 +169,9 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	userPatch := client.MergeFrom(real.DeepCopy())
+	if real.Annotations == nil {
+		real.Annotations = map[string]string{}
+	}
 	real.Annotations[inject.AnnTakeoverTo] = "db-1"
 	if err := c.Patch(ctx, real, userPatch); err == nil || !strings.Contains(err.Error(), "statefulsets.replicant.dev") {
 		t.Errorf("a user's patch with the webhook down: %v, want refused by the webhook", err)
@@ -183,6 +186,9 @@ func TestManagerRunsWithItsOwnRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	managerPatch := client.MergeFrom(real.DeepCopy())
+	if real.Annotations == nil {
+		real.Annotations = map[string]string{}
+	}
 	real.Annotations[inject.AnnLastOperation] = `{"op":"takeover","result":"ok"}`
 	if err := sa.Patch(ctx, real, managerPatch); err != nil {
 		t.Errorf("the manager's patch with the webhook down: %v", err)
