@@ -407,13 +407,23 @@ func decideFailover(s Snapshot, master Server, p *Plan) {
 		return
 	}
 	masterGone := master.Addr == "" || master.Terminating
-	var candidates, others []Server
+	var candidates []Server
+	// others: what every other server may have acknowledged (received from the
+	// master). A quarantined replica still receives and acknowledges the master's
+	// commits: it is never a candidate, but what it received counts; its own errant
+	// transactions do not (its IO thread's position only).
+	type acked struct {
+		pod string
+		pos mysql.GTIDSet
+	}
+	var others []acked
 	var silent []string
 	receiving, witnesses := false, 0
 	for _, srv := range s.Servers {
-		if srv.Pod == master.Pod || s.Quarantined[srv.Pod] != "" {
+		if srv.Pod == master.Pod {
 			continue
 		}
+		quarantined := s.Quarantined[srv.Pod] != ""
 		if !srv.Reachable {
 			if srv.Addr != "" && !srv.Initializing && !srv.Detached {
 				silent = append(silent, srv.Pod)
@@ -431,8 +441,13 @@ func decideFailover(s Snapshot, master Server, p *Plan) {
 		if srv.Detached {
 			continue
 		}
-		others = append(others, srv)
-		if followed && !srv.Terminating && r.LastSQLErrno == 0 {
+		switch {
+		case !quarantined:
+			others = append(others, acked{srv.Pod, holds(srv)})
+		case followed:
+			others = append(others, acked{srv.Pod, r.ReceivedPos})
+		}
+		if !quarantined && followed && !srv.Terminating && r.LastSQLErrno == 0 {
 			candidates = append(candidates, srv)
 		}
 	}
@@ -460,6 +475,25 @@ func decideFailover(s Snapshot, master Server, p *Plan) {
 	}
 	best := MostAdvanced(candidates)
 	if s.SemiSync {
+		// Only a candidate that holds everything any other server received, GTID by
+		// GTID (a divergent history with the same sequence numbers is not "as far").
+		var complete []Server
+		var lacking string
+		for _, c := range candidates {
+			ok := true
+			for _, o := range others {
+				if o.pod != c.Pod && !holds(c).Contains(o.pos) {
+					ok = false
+					if lacking == "" {
+						lacking = fmt.Sprintf("%s lacks %v, which %s received", c.Pod, o.pos.Errant(holds(c)), o.pod)
+					}
+					break
+				}
+			}
+			if ok {
+				complete = append(complete, c)
+			}
+		}
 		switch {
 		case len(silent) > 0:
 			hold(fmt.Sprintf("master %s is down, but %v do not answer: one of them may hold acknowledged writes the others lack; waiting for them (or a failover-to request)", master.Pod, silent))
@@ -467,16 +501,14 @@ func decideFailover(s Snapshot, master Server, p *Plan) {
 		case !s.Durable:
 			hold(fmt.Sprintf("master %s is down, and its commits were not waiting for a replica (semi-sync was off): a failover could lose acknowledged writes; waiting for it (or a failover-to request)", master.Pod))
 			return
-		case !received(best).Reaches(s.SemiSyncFrom):
-			hold(fmt.Sprintf("master %s is down, and %s, the most advanced replica, did not receive %s, from which commits waited for a replica: waiting (or a failover-to request)", master.Pod, best.Pod, s.SemiSyncFrom))
+		case len(complete) == 0:
+			hold(fmt.Sprintf("master %s is down, and no replica that can take over received everything the others did (%s): waiting (or a failover-to request)", master.Pod, lacking))
 			return
 		}
-		for _, o := range others {
-			if !received(best).Reaches(received(o)) {
-				hold(fmt.Sprintf("master %s is down, and no replica received everything the others did (%s: %s, %s: %s): waiting (or a failover-to request)",
-					master.Pod, best.Pod, received(best), o.Pod, received(o)))
-				return
-			}
+		best = MostAdvanced(complete)
+		if !holds(best).Contains(s.SemiSyncFrom) {
+			hold(fmt.Sprintf("master %s is down, and %s, the most advanced replica, did not receive %s, from which commits waited for a replica: waiting (or a failover-to request)", master.Pod, best.Pod, s.SemiSyncFrom))
+			return
 		}
 	}
 	if s.Now.Before(s.WritesSafeAt) {
@@ -492,6 +524,16 @@ func decideFailover(s Snapshot, master Server, p *Plan) {
 func isQuarantined(p Plan, pod string) bool {
 	_, q := p.Quarantine[pod]
 	return q
+}
+
+// holds is every transaction a server has, GTID by GTID: its binlog and what its IO
+// thread received, applied or not.
+func holds(s Server) mysql.GTIDSet {
+	set := s.State.BinlogState.Union(s.State.CurrentPos)
+	if s.State.Replica != nil {
+		set = set.Union(s.State.Replica.ReceivedPos)
+	}
+	return set
 }
 
 // received is what a replica holds or has received (applied or still in its relay

@@ -358,7 +358,9 @@ func TestFailoverPromotesOnlyAProvenCandidate(t *testing.T) {
 		held    string // a part of Plan.Held, or of Plan.Wait for a wait
 	}{
 		{"a quarantined server is never elected, however far ahead", func() Snapshot {
-			s := semiSync(replica("db-0", 0, "db-1", "Connecting", "0-100-60", "0-100-60"), downMaster("db-1", 1),
+			// db-0's own errant transactions (server_id 100) are ahead; what it
+			// received from db-1 is not.
+			s := semiSync(replica("db-0", 0, "db-1", "Connecting", "0-100-60,0-101-50", "0-101-50"), downMaster("db-1", 1),
 				replica("db-2", 2, "db-1", "Connecting", "0-100-50,0-101-55", "0-101-55"))
 			s.Quarantined = map[string]string{"db-0": "0-100-60"}
 			return s
@@ -367,7 +369,16 @@ func TestFailoverPromotesOnlyAProvenCandidate(t *testing.T) {
 			s := semiSync(replica("db-0", 0, "db-1", "Connecting", "0-100-60", "0-100-60"), downMaster("db-1", 1))
 			s.Quarantined = map[string]string{"db-0": "0-100-60"}
 			return s
-		}(), "", "nothing confirms it is down"},
+		}(), "", "no replica that followed it can take over"},
+		{"a quarantined replica that received acknowledged writes the others lack: hold", func() Snapshot {
+			s := semiSync(replica("db-0", 0, "db-1", "Connecting", "0-100-60,0-101-58", "0-101-58"), downMaster("db-1", 1),
+				replica("db-2", 2, "db-1", "Connecting", "0-101-55", "0-101-55"))
+			s.Quarantined = map[string]string{"db-0": "0-100-60"}
+			return s
+		}(), "", "lacks [0-101-58], which db-0 received"},
+		{"a divergent history with the same sequence numbers is not as far: neither holds all", semiSync(
+			replica("db-0", 0, "db-1", "No", "0-101-44,0-100-45", "0-100-45"), downMaster("db-1", 1),
+			replica("db-2", 2, "db-1", "Connecting", "0-101-45", "0-101-45")), "", "received everything the others did"},
 		{"a replica stopped long ago on an error proves nothing", func() Snapshot {
 			r := replica("db-0", 0, "db-1", "No", "0-101-41", "0-101-41")
 			r.State.Replica.LastIOErrno = 1236
@@ -393,12 +404,12 @@ func TestFailoverPromotesOnlyAProvenCandidate(t *testing.T) {
 		{"a replica of another source is no candidate", func() Snapshot {
 			return semiSync(replica("db-0", 0, "elsewhere", "Connecting", "0-101-45", "0-101-45"), downMaster("db-1", 1),
 				replica("db-2", 2, "db-1", "Connecting", "0-101-44", "0-101-44"))
-		}(), "", "no replica received everything"},
+		}(), "", "received everything the others did"},
 		{"a replica with an SQL error cannot apply its relay log", func() Snapshot {
 			r := replica("db-0", 0, "db-1", "Connecting", "0-101-45", "0-101-48")
 			r.State.Replica.LastSQLErrno = 1062
 			return semiSync(r, downMaster("db-1", 1), replica("db-2", 2, "db-1", "Connecting", "0-101-44", "0-101-46"))
-		}(), "", "no replica received everything"},
+		}(), "", "received everything the others did"},
 		{"the old master's write lease still runs: wait", func() Snapshot {
 			s := semiSync(replica("db-0", 0, "db-1", "Connecting", "0-101-45", "0-101-45"), downMaster("db-1", 1))
 			s.WritesSafeAt = now.Add(1500 * time.Millisecond)
