@@ -25,7 +25,7 @@ K8S_BINS  := kube-apiserver kube-controller-manager kubectl kube-scheduler kubel
 # The image the shipped manifests run: the local cluster's image carries that name.
 REPLICANT_IMAGE := $(shell sed -n 's/^ *image: *//p' manifests/deployment.yaml)
 
-.PHONY: all build test unit lint deps k8s-bins tools helm bench fuzz clean cluster-build demo demo-down e2e
+.PHONY: all build test unit lint deps k8s-bins tools helm bench fuzz sim clean cluster-build demo demo-down e2e
 
 all: build
 
@@ -90,6 +90,11 @@ bench: deps
 	go test -run '^$$' -bench . -benchmem -benchtime 5000x ./inject/ ./webhook/
 	go test -run '^$$' -bench CloneVersusPipe -benchtime 1x -timeout 30m ./sidecar/
 	go test -run '^$$' -bench FailoverAndTakeover -benchtime 1x -timeout 30m ./failover/
+
+## sim: the failover simulation over many more random schedules than make test's
+## 100,000 (REPLICANT_SIM_SCHEDULES, default 3,000,000; REPLICANT_SIM_SEED replays one)
+sim:
+	REPLICANT_SIM_SCHEDULES=$${REPLICANT_SIM_SCHEDULES:-3000000} go test -count=1 -v -timeout 4h -run TestSimulatedSchedulesKeepTheInvariants ./failover/
 
 ## fuzz: longer fuzz runs of the annotation parser and the GTID set type
 fuzz:

@@ -41,7 +41,7 @@ const (
 )
 
 type simAction struct {
-	Kind string // round, kill, restart, cut, heal, ctrlcut, ctrlheal, apidown, apiup, crash, statelost, sidecar, errant, wait
+	Kind string // round, kill, restart, cut, cutrst, heal, ctrlcut, ctrlheal, apidown, apiup, crash, statelost, sidecar, errant, wait
 	Arg  int    // the server, or the act step the controller dies at (crash)
 	Dt   time.Duration
 }
@@ -72,16 +72,22 @@ type simServer struct {
 	leased   bool          // the sidecar holds a lease (since its start)
 	until    time.Duration
 	maxSeq   uint64
+	in       map[mysql.GTID]bool // the binlog, as a set
+	state    mysql.GTIDSet       // the binlog, as @@gtid_binlog_state
+	checked  int                 // acknowledged writes (w.ackedList[:checked]) verified in the binlog
+	agreed   int                 // how long a prefix of its history its source's binlog shares
 }
 
 type simWorld struct {
 	now      time.Duration
 	servers  []*simServer
 	cut      [simServers]bool // isolated from every other server and the controller
+	rst      [simServers]bool // its cut refuses connections (a reset), rather than dropping packets
 	ctrlCut  [simServers]bool // only the controller's path to it is broken
 	apiDown  bool
-	acked    map[mysql.GTID]string
-	state    ClusterState
+	acked     map[mysql.GTID]string
+	ackedList []mysql.GTID
+	state     ClusterState
 	stateSet bool // the ConfigMap exists
 	// the controller's memory
 	ctrl struct {
@@ -102,7 +108,7 @@ func newSimWorld() *simWorld {
 	w := &simWorld{acked: map[mysql.GTID]string{}}
 	for i := 0; i < simServers; i++ {
 		w.servers = append(w.servers, &simServer{pod: fmt.Sprintf("db-%d", i), id: uint32(100 + i), alive: true,
-			readOnly: true, source: -1, io: "No", lostAt: -1})
+			readOnly: true, source: -1, io: "No", lostAt: -1, in: map[mysql.GTID]bool{}, state: mysql.GTIDSet{}})
 	}
 	w.ctrl.crashAt = -1
 	return w
@@ -129,19 +135,30 @@ func (w *simWorld) index(pod string) int {
 	return -1
 }
 
-func (s *simServer) has(g mysql.GTID) bool {
-	for _, h := range s.log {
-		if h == g {
-			return true
-		}
-	}
-	return false
-}
+func (s *simServer) has(g mysql.GTID) bool { return s.in[g] }
 
 func (s *simServer) appendLog(g mysql.GTID) {
 	s.log = append(s.log, g)
+	s.in[g] = true
+	if s.state[g.Domain] == nil {
+		s.state[g.Domain] = map[uint32]uint64{}
+	}
+	if g.Seq > s.state[g.Domain][g.Server] {
+		s.state[g.Domain][g.Server] = g.Seq
+	}
 	if g.Seq > s.maxSeq {
 		s.maxSeq = g.Seq
+	}
+}
+
+// ack records a write acknowledged to a client.
+func (w *simWorld) ack(g mysql.GTID, client string) {
+	if client == "" {
+		return
+	}
+	if _, dup := w.acked[g]; !dup {
+		w.acked[g] = client
+		w.ackedList = append(w.ackedList, g)
 	}
 }
 
@@ -158,13 +175,10 @@ func (w *simWorld) write(i int, client string) {
 	g := mysql.GTID{Domain: 0, Server: s.id, Seq: seq + 1}
 	s.appendLog(g)
 	if !s.semi {
-		if client != "" {
-			w.acked[g] = client
-		}
+		w.ack(g, client)
 		return
 	}
 	s.pending = append(s.pending, simPending{gtid: g, client: client})
-	w.replicate()
 }
 
 // fence makes a server read-only the way the sidecar and the controller do: client
@@ -187,19 +201,27 @@ func (w *simWorld) replicate() {
 			if r.lostAt < 0 {
 				r.lostAt = w.now
 			}
-			if w.now-r.lostAt >= simNetTimeout || !src.alive {
+			if w.now-r.lostAt >= simNetTimeout || !src.alive || w.rst[r.source] {
 				r.io = "Connecting"
 			}
 			continue
 		}
 		r.lostAt = -1
 		// GTID auto-position: the replica's history must be a prefix of the source's.
-		mine := append(append([]mysql.GTID(nil), r.log...), r.relay...)
-		k := 0
-		for k < len(mine) && k < len(src.log) && mine[k] == src.log[k] {
+		mine := len(r.log) + len(r.relay)
+		at := func(k int) mysql.GTID {
+			if k < len(r.log) {
+				return r.log[k]
+			}
+			return r.relay[k-len(r.log)]
+		}
+		// Histories only grow: compare from where they last agreed.
+		k := min(r.agreed, mine, len(src.log))
+		for k < mine && k < len(src.log) && at(k) == src.log[k] {
 			k++
 		}
-		if k < len(mine) {
+		r.agreed = k
+		if k < mine {
 			r.io, r.ioErr = "No", 1236 // the source lacks what the replica has
 			continue
 		}
@@ -221,9 +243,7 @@ func (w *simWorld) replicate() {
 		var left []simPending
 		for _, p := range m.pending {
 			if w.receivedBySemiSyncReplica(mi, p.gtid) {
-				if p.client != "" {
-					w.acked[p.gtid] = p.client
-				}
+				w.ack(p.gtid, p.client)
 			} else {
 				left = append(left, p)
 			}
@@ -237,13 +257,13 @@ func (w *simWorld) receivedBySemiSyncReplica(mi int, g mysql.GTID) bool {
 		if ri == mi || r.source != mi || r.io != "Yes" || !w.linked(ri, mi) {
 			continue
 		}
+		if r.has(g) {
+			return true
+		}
 		for _, h := range r.relay {
 			if h == g {
 				return true
 			}
-		}
-		if r.has(g) {
-			return true
 		}
 	}
 	return false
@@ -304,10 +324,14 @@ func (w *simWorld) observe() Snapshot {
 		}
 		srv.Reachable = true
 		srv.SourceHost = s.pod
-		srv.State = mysql.State{ReadOnly: s.readOnly, BinlogState: gtidSet(s.log), CurrentPos: gtidSet(s.log).Position()}
+		srv.State = mysql.State{ReadOnly: s.readOnly, BinlogState: s.state, CurrentPos: s.state.Position()}
 		if s.source >= 0 {
+			received := srv.State.CurrentPos
+			if n := len(s.relay); n > 0 {
+				received = gtidSet(s.relay[n-1:])
+			}
 			srv.State.Replica = &mysql.ReplicaStatus{SourceHost: w.servers[s.source].pod, IORunning: s.io, SQLRunning: s.sql,
-				LastIOErrno: s.ioErr, UsingGTID: "Slave_Pos", ReceivedPos: gtidSet(append(append([]mysql.GTID(nil), s.log...), s.relay...)).Position()}
+				LastIOErrno: s.ioErr, UsingGTID: "Slave_Pos", ReceivedPos: received}
 			srv.Lag = 0
 		}
 		srv.State.SemiSync = mysql.SemiSync{MasterEnabled: s.semi, MasterActive: s.semi, MasterClients: w.semiClients(i)}
@@ -484,7 +508,7 @@ func (w *simWorld) act(snap Snapshot, plan Plan) {
 		case plan.EnableSemiSync:
 			w.step()
 			w.servers[master].semi = true
-			w.state.Durable, w.state.SemiSyncFrom = true, gtidSet(w.servers[master].log).Position().String()
+			w.state.Durable, w.state.SemiSyncFrom = true, w.servers[master].state.Position().String()
 			w.saveState()
 		case plan.DisableSemiSync:
 			w.state.Durable, w.state.SemiSyncFrom = false, ""
@@ -507,9 +531,7 @@ func (w *simWorld) releasePending(i int) {
 	s := w.servers[i]
 	s.semi = false
 	for _, p := range s.pending {
-		if p.client != "" {
-			w.acked[p.gtid] = p.client
-		}
+		w.ack(p.gtid, p.client)
 	}
 	s.pending = nil
 }
@@ -529,7 +551,7 @@ func (w *simWorld) openWrites(i int, semi bool) bool {
 			return false
 		}
 		s.semi = true
-		w.state.Durable, w.state.SemiSyncFrom = true, gtidSet(s.log).Position().String()
+		w.state.Durable, w.state.SemiSyncFrom = true, s.state.Position().String()
 		if !w.saveState() {
 			return false
 		}
@@ -549,7 +571,7 @@ func (w *simWorld) openWrites(i int, semi bool) bool {
 
 func (w *simWorld) repoint(i, master int) {
 	s := w.servers[i]
-	s.source, s.io, s.sql, s.ioErr, s.lostAt = master, "Connecting", true, 0, -1
+	s.source, s.io, s.sql, s.ioErr, s.lostAt, s.agreed = master, "Connecting", true, 0, -1, 0
 }
 
 func (w *simWorld) promote(snap Snapshot, plan Plan) bool {
@@ -606,7 +628,9 @@ func (w *simWorld) apply(a simAction) {
 			}
 		}
 	case "cut":
-		w.cut[a.Arg] = true
+		w.cut[a.Arg], w.rst[a.Arg] = true, false
+	case "cutrst":
+		w.cut[a.Arg], w.rst[a.Arg] = true, true
 	case "heal":
 		w.cut[a.Arg] = false
 	case "ctrlcut":
@@ -648,10 +672,11 @@ func (w *simWorld) check() string {
 		writable = i
 	}
 	if writable >= 0 {
+		// A binlog only grows: what was verified stays verified.
 		s := w.servers[writable]
-		for g, client := range w.acked {
-			if !s.has(g) {
-				return fmt.Sprintf("write %s acknowledged to client %s is missing on writable %s", g, client, s.pod)
+		for ; s.checked < len(w.ackedList); s.checked++ {
+			if g := w.ackedList[s.checked]; !s.has(g) {
+				return fmt.Sprintf("write %s acknowledged to client %s is missing on writable %s", g, w.acked[g], s.pod)
 			}
 		}
 	}
@@ -693,7 +718,7 @@ func schedule(seed uint64) []simAction {
 	for i := 0; i < 12; i++ {
 		out = append(out, simAction{Kind: "round", Dt: simProbe})
 	}
-	kinds := []string{"kill", "restart", "cut", "heal", "ctrlcut", "ctrlheal", "apidown", "apiup", "crash", "statelost", "sidecar", "errant"}
+	kinds := []string{"kill", "restart", "cut", "heal", "ctrlcut", "ctrlheal", "apidown", "apiup", "crash", "statelost", "sidecar", "errant", "cutrst"}
 	for i := 0; i < simSteps; i++ {
 		dt := time.Duration(100+rng.IntN(500)) * time.Millisecond
 		if rng.IntN(100) < 78 {
