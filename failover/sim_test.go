@@ -79,16 +79,16 @@ type simServer struct {
 }
 
 type simWorld struct {
-	now      time.Duration
-	servers  []*simServer
-	cut      [simServers]bool // isolated from every other server and the controller
-	rst      [simServers]bool // its cut refuses connections (a reset), rather than dropping packets
-	ctrlCut  [simServers]bool // only the controller's path to it is broken
-	apiDown  bool
+	now       time.Duration
+	servers   []*simServer
+	cut       [simServers]bool // isolated from every other server and the controller
+	rst       [simServers]bool // its cut refuses connections (a reset), rather than dropping packets
+	ctrlCut   [simServers]bool // only the controller's path to it is broken
+	apiDown   bool
 	acked     map[mysql.GTID]string
 	ackedList []mysql.GTID
 	state     ClusterState
-	stateSet bool // the ConfigMap exists
+	stateSet  bool // the ConfigMap exists
 	// the controller's memory
 	ctrl struct {
 		downSince time.Duration
