@@ -44,7 +44,7 @@ type ClusterState struct {
 }
 
 // StateName is the name of a cluster's state ConfigMap.
-func StateName(sts string) string { return sts + "-replicant-state" }
+func StateName(sts string) string { return inject.StateConfigMap(sts) }
 
 const stateKey = "state"
 

@@ -33,8 +33,12 @@ const (
 	ContainerClone   = "replicant-clone"
 	ContainerSidecar = "replicant-sidecar"
 
-	VolumeBin  = "replicant-bin"
-	VolumeConf = "replicant-conf"
+	VolumeBin   = "replicant-bin"
+	VolumeConf  = "replicant-conf"
+	VolumeState = "replicant-state"
+	// StateDir is where replicant-clone sees the controller's state ConfigMap
+	// (optional: absent for a cluster that never had a master).
+	StateDir = "/replicant/state"
 
 	// BinDir holds the replicant binary copied by replicant-install, so that every
 	// later step runs in the server's own image (mariadb-backup matches the server).
@@ -77,7 +81,10 @@ var reservedContainers = map[string]bool{
 	ContainerInstall: true, ContainerConfig: true, ContainerClone: true, ContainerSidecar: true,
 }
 
-var reservedVolumes = map[string]bool{VolumeBin: true, VolumeConf: true}
+var reservedVolumes = map[string]bool{VolumeBin: true, VolumeConf: true, VolumeState: true}
+
+// StateConfigMap is the name of the controller's state ConfigMap of a StatefulSet.
+func StateConfigMap(sts string) string { return sts + "-replicant-state" }
 
 func isReservedName(name string) bool { return reservedContainers[name] }
 
@@ -98,7 +105,7 @@ func Enabled(sts *appsv1.StatefulSet) bool { return sts.Labels[LabelInject] == I
 // accepted but not acted on by this release (Options.NotActedOn).
 func Mutate(sts *appsv1.StatefulSet, cfg Config) (mutated *appsv1.StatefulSet, warnings []string, err error) {
 	out := sts.DeepCopy()
-	if err := strip(&out.Spec.Template); err != nil {
+	if err := strip(&out.Spec.Template, out.Name); err != nil {
 		return nil, nil, err
 	}
 	if !Enabled(out) {
@@ -122,7 +129,7 @@ func isOurPreStop(l *corev1.Lifecycle) bool {
 
 // strip removes every part replicant injected and puts back the user's own conf.d
 // mount that injection had moved aside.
-func strip(tpl *corev1.PodTemplateSpec) error {
+func strip(tpl *corev1.PodTemplateSpec, stsName string) error {
 	var problems Problems
 	spec := &tpl.Spec
 	var movedConf *corev1.VolumeMount
@@ -159,9 +166,13 @@ func strip(tpl *corev1.PodTemplateSpec) error {
 			volumes = append(volumes, v)
 			continue
 		}
-		if v.EmptyDir == nil {
-			problems.add("volume %s already exists in the pod template and was not injected by replicant; the names %s, %s are reserved, rename it",
-				v.Name, VolumeBin, VolumeConf)
+		injected := v.EmptyDir != nil
+		if v.Name == VolumeState {
+			injected = v.ConfigMap != nil && v.ConfigMap.Name == StateConfigMap(stsName)
+		}
+		if !injected {
+			problems.add("volume %s already exists in the pod template and was not injected by replicant; the names %s, %s, %s are reserved, rename it",
+				v.Name, VolumeBin, VolumeConf, VolumeState)
 			volumes = append(volumes, v)
 		}
 	}
@@ -294,12 +305,14 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 	config := serverContainer(ContainerConfig, configArgs, pod, configMounts)
 	config.Resources = smallResources()
 
-	cloneArgs := append([]string{"clone", "--datadir=" + DataDir}, args...)
+	cloneArgs := append([]string{"clone", "--datadir=" + DataDir, "--state-file=" + path.Join(StateDir, "state")}, args...)
 	if opts.InitURI != "" {
 		cloneArgs = append(cloneArgs, "--init-uri="+opts.InitURI)
 	}
 	clone := serverContainer(ContainerClone, cloneArgs, slices.Concat(pod, credentialEnv(opts)),
-		[]corev1.VolumeMount{binMount, datadir, {Name: VolumeConf, MountPath: ConfDir, ReadOnly: true}})
+		[]corev1.VolumeMount{binMount, datadir, {Name: VolumeConf, MountPath: ConfDir, ReadOnly: true},
+			// Pod 0 starts an empty server only when this says the cluster never had a master.
+			{Name: VolumeState, MountPath: StateDir, ReadOnly: true}})
 	// The clone prepares a backup (mariadb-backup --prepare); it may use what the server may.
 	clone.Resources = *db.Resources.DeepCopy()
 
@@ -344,6 +357,8 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 	spec.Volumes = append(spec.Volumes,
 		corev1.Volume{Name: VolumeBin, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		corev1.Volume{Name: VolumeConf, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		corev1.Volume{Name: VolumeState, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: StateConfigMap(sts.Name)}, Optional: ptr.To(true)}}},
 	)
 
 	tpl := &sts.Spec.Template

@@ -105,12 +105,17 @@ func TestMutateInjectsWhatTheDesignNames(t *testing.T) {
 	}
 	var vols []string
 	for _, v := range spec.Volumes {
-		if v.EmptyDir == nil {
+		switch {
+		case v.Name == VolumeState:
+			if cm := v.ConfigMap; cm == nil || cm.Name != "db-replicant-state" || cm.Optional == nil || !*cm.Optional {
+				t.Errorf("volume %s = %+v, want the optional ConfigMap db-replicant-state", v.Name, v.VolumeSource)
+			}
+		case v.EmptyDir == nil:
 			t.Errorf("volume %s is not an emptyDir", v.Name)
 		}
 		vols = append(vols, v.Name)
 	}
-	if want := []string{VolumeBin, VolumeConf}; !reflect.DeepEqual(vols, want) {
+	if want := []string{VolumeBin, VolumeConf, VolumeState}; !reflect.DeepEqual(vols, want) {
 		t.Errorf("volumes = %v, want %v", vols, want)
 	}
 
@@ -150,6 +155,12 @@ func TestMutateInjectsWhatTheDesignNames(t *testing.T) {
 	if m, ok := mountAt(clone, DataDir); !ok || m.Name != "data" || m.ReadOnly {
 		t.Errorf("clone datadir mount = %+v, want the user's data volume read-write", m)
 	}
+	if m, ok := mountAt(clone, StateDir); !ok || m.Name != VolumeState || !m.ReadOnly {
+		t.Errorf("clone state mount = %+v, want %s read-only", m, VolumeState)
+	}
+	if !slices.Contains(clone.Command, "--state-file=/replicant/state/state") {
+		t.Errorf("clone command %v lacks --state-file", clone.Command)
+	}
 	if !reflect.DeepEqual(clone.Resources, in.Spec.Template.Spec.Containers[0].Resources) {
 		t.Errorf("clone resources = %v, want the server's", clone.Resources)
 	}
@@ -166,7 +177,9 @@ func TestMutateInjectsWhatTheDesignNames(t *testing.T) {
 			secretRefs = append(secretRefs, e.ValueFrom.SecretKeyRef.Name+"/"+e.ValueFrom.SecretKeyRef.Key)
 		}
 	}
-	if want := []string{"db-replicant/backup-user", "db-replicant/backup-password"}; !reflect.DeepEqual(secretRefs, want) {
+	// The admin account only in the sidecar: it fences its server when the write
+	// lease runs out.
+	if want := []string{"db-replicant/backup-user", "db-replicant/backup-password", "db-replicant/admin-user", "db-replicant/admin-password"}; !reflect.DeepEqual(secretRefs, want) {
 		t.Errorf("sidecar secret refs = %v, want %v", secretRefs, want)
 	}
 

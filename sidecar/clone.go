@@ -27,8 +27,12 @@ type CloneConfig struct {
 	// (http://<sts>-replicas.<namespace>.svc:8080).
 	ReplicasURL, MasterURL string
 	InitURI                string
-	BackupUser             string
-	BackupPassword         string
+	// StateFile is the controller's state of the cluster (its ConfigMap, mounted
+	// optionally): when it names a master, the cluster has had data, and pod 0 on an
+	// empty volume must not start an empty server that could be taken for it.
+	StateFile      string
+	BackupUser     string
+	BackupPassword string
 	// BackupBinary and StreamBinary default to mariadb-backup and mbstream.
 	BackupBinary, StreamBinary string
 	// ProbeTimeout bounds "does this source answer" (default 3s).
@@ -87,11 +91,34 @@ func Clone(ctx context.Context, cfg CloneConfig) (Decision, error) {
 		return "", err
 	}
 	if ordinal == 0 {
+		if master := recordedMaster(cfg.StateFile); master != "" {
+			return "", fmt.Errorf("%s has no data and %w: no replica answers at %s, no master at %s, no init-uri, and this cluster already had a master (%s, recorded in %s): an empty server would look like a new cluster, so it does not start; failing so that Kubernetes retries. If the cluster's data is gone for good, delete that ConfigMap to start anew",
+				cfg.PodName, ErrNothingToClone, cfg.ReplicasURL, cfg.MasterURL, master, cfg.StateFile)
+		}
 		log.Info("decision: start empty; the server image initialises the datadir", "pod", cfg.PodName)
 		return DecisionStartEmpty, nil
 	}
 	return "", fmt.Errorf("%s has no data and %w: no replica answers at %s, no master at %s, no init-uri; failing so that Kubernetes retries",
 		cfg.PodName, ErrNothingToClone, cfg.ReplicasURL, cfg.MasterURL)
+}
+
+// recordedMaster is the master the controller's state file names ("" when there is
+// no file, as for a cluster that never had a master).
+func recordedMaster(stateFile string) string {
+	if stateFile == "" {
+		return ""
+	}
+	data, err := os.ReadFile(stateFile)
+	if err != nil {
+		return ""
+	}
+	var st struct {
+		Master string `json:"master"`
+	}
+	if json.Unmarshal(data, &st) != nil {
+		return "(unreadable state)"
+	}
+	return st.Master
 }
 
 func (cfg *CloneConfig) defaults() {

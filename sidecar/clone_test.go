@@ -264,6 +264,24 @@ func TestDecisionTable(t *testing.T) {
 			t.Errorf("datadir not empty:\n%s", listing(t, cfg.Datadir))
 		}
 	})
+	t.Run("nothing answers, ordinal 0 of a cluster that had a master: fail so Kubernetes retries", func(t *testing.T) {
+		cfg := base(t.TempDir(), "db-0")
+		// The state ConfigMap as kubelet mounts it: one file per key.
+		cfg.StateFile = filepath.Join(t.TempDir(), "state")
+		os.WriteFile(cfg.StateFile, []byte(`{"master":"db-1","durable":true}`), 0o644)
+		d, err := sidecar.Clone(ctx, cfg)
+		if !errors.Is(err, sidecar.ErrNothingToClone) || !strings.Contains(err.Error(), "already had a master (db-1") || d != "" {
+			t.Fatalf("%q, %v", d, err)
+		}
+		if listing(t, cfg.Datadir) != "." {
+			t.Errorf("datadir not empty:\n%s", listing(t, cfg.Datadir))
+		}
+		// No state mounted (the ConfigMap does not exist: a new cluster): start empty.
+		cfg.StateFile = filepath.Join(t.TempDir(), "state")
+		if d, err := sidecar.Clone(ctx, cfg); err != nil || d != sidecar.DecisionStartEmpty {
+			t.Fatalf("%q, %v", d, err)
+		}
+	})
 	t.Run("nothing answers, ordinal > 0: fail so Kubernetes retries", func(t *testing.T) {
 		cfg := base(t.TempDir(), "db-3")
 		_, err := sidecar.Clone(ctx, cfg)

@@ -111,6 +111,7 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 	cloneOpts.bind(clone)
 	clone.Flags().StringVar(&cloneCfg.Datadir, "datadir", "/var/lib/mysql", "the server's datadir")
 	clone.Flags().StringVar(&cloneCfg.InitURI, "init-uri", "", "backup to restore when no server can be cloned")
+	clone.Flags().StringVar(&cloneCfg.StateFile, "state-file", "", "the controller's state of the cluster (pod 0 starts empty only when it names no master)")
 	clone.Flags().StringVar(&cloneCfg.ReplicasURL, "replicas-url", "", "sidecars of the healthy replicas (default http://<sts>-replicas.<namespace>.svc:8080)")
 	clone.Flags().StringVar(&cloneCfg.MasterURL, "master-url", "", "sidecar of the master (default http://<sts>-master.<namespace>.svc:8080)")
 
