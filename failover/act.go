@@ -78,8 +78,11 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 			r.warnOnce(sts, EventLeaseRenewalFailed, fmt.Sprintf("renewing master %s's write lease: %v (it fences itself when the lease runs out)", master.Pod, err))
 		}
 	}
-	if request, asked := sts.Annotations[inject.AnnFailoverTo]; asked {
-		return r.forcedFailover(ctx, sts, st, snap, plan, request, creds, opts)
+	switch {
+	case plan.Forced != nil:
+		return r.forcedFailover(ctx, sts, st, snap, plan, creds, opts)
+	case plan.Refused[RequestFailoverTo] != "":
+		return r.refuse(ctx, sts, OpForcedFailover, snap.Master, *snap.FailoverTo, plan.Refused[RequestFailoverTo], EventFailoverRefused, inject.AnnFailoverTo)
 	}
 	switch {
 	case plan.Bootstrap != "":
@@ -112,30 +115,28 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 			return err // a failed takeover was rolled back: the next probe tries again
 		}
 		master = newMaster
-	} else if target, asked := sts.Annotations[inject.AnnTakeoverTo]; asked {
-		if err := ValidateTakeover(snap, plan, target); err != nil {
-			now := time.Now()
-			op := Operation{Op: OpTakeover, From: snap.Master, Target: target, Result: ResultRefused, Message: err.Error(), Start: now, End: now}
-			r.Recorder.Eventf(sts, corev1.EventTypeWarning, EventTakeoverRefused, "takeover to %s refused: %v", target, err)
-			return r.annotate(ctx, sts, "", &op, inject.AnnTakeoverTo)
-		}
-		newMaster, err := r.takeover(ctx, sts, st, snap, plan, *snap.server(target), creds, opts, "requested")
+	} else if plan.Refused[RequestTakeoverTo] != "" {
+		return r.refuse(ctx, sts, OpTakeover, snap.Master, *snap.TakeoverTo, plan.Refused[RequestTakeoverTo], EventTakeoverRefused, inject.AnnTakeoverTo)
+	} else if plan.Takeover != "" {
+		newMaster, err := r.takeover(ctx, sts, st, snap, plan, *snap.server(plan.Takeover), creds, opts, "requested")
 		if err != nil || newMaster == nil {
 			return err
 		}
 		master = newMaster
 	}
-	for _, srv := range snap.Servers {
-		if srv.ResetRequested {
-			if err := r.resetReplica(ctx, sts, snap, srv); err != nil {
+	for _, pod := range plan.Reset {
+		if err := r.resetReplica(ctx, sts, *snap.server(pod), ""); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for key, why := range plan.Refused {
+		if pod, ok := strings.CutPrefix(key, RequestResetReplica+"/"); ok {
+			if err := r.resetReplica(ctx, sts, *snap.server(pod), why); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
 	for _, pod := range plan.Repoint {
-		if snap.server(pod).ResetRequested {
-			continue // detached just now
-		}
 		if err := r.repoint(ctx, *snap.server(pod), *master, creds); err != nil {
 			errs = append(errs, err)
 			continue
@@ -244,7 +245,7 @@ func (r *Reconciler) grantLease(ctx context.Context, key types.NamespacedName, s
 	switch resp.StatusCode {
 	case http.StatusNoContent, http.StatusOK:
 		r.mu.Lock()
-		r.leases[key] = leaseGrant{pod: srv.Pod, at: time.Now()}
+		r.mem(key).lease = leaseGrant{pod: srv.Pod, at: time.Now()}
 		r.mu.Unlock()
 		return nil
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
@@ -429,56 +430,58 @@ func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, st *s
 	return target, nil
 }
 
-// forcedFailover carries out a failover-to request: the old master is fenced first
-// when it can be reached (if that fails, nothing is done); when it cannot, its write
-// lease must have run out first. Then the target is promoted as in an automatic
-// failover, without the proofs an automatic one needs: a human asked.
-func (r *Reconciler) forcedFailover(ctx context.Context, sts *appsv1.StatefulSet, st *storedState, snap Snapshot, plan Plan, request string, creds Credentials, opts inject.Options) error {
+// refuse reports a refused request (Event, last-operation) and removes it.
+func (r *Reconciler) refuse(ctx context.Context, sts *appsv1.StatefulSet, opName, from, target, why, reason, request string) error {
 	now := time.Now()
-	target, err := FailoverTarget(snap, plan, request)
-	if err == nil {
-		if old := snap.server(snap.Master); old.Reachable {
-			oldConn := r.pool(old.Addr, old.Login)
-			if _, ferr := sidecar.Fence(ctx, oldConn); ferr != nil {
-				err = fmt.Errorf("could not make master %s read-only first: %v", old.Pod, ferr)
-			} else if state, serr := oldConn.State(ctx); serr == nil {
-				// Give the target a moment to receive what the fenced master wrote;
-				// forced means go on anyway (what it misses shows as errant).
-				t := snap.server(target)
-				_ = r.pool(t.Addr, t.Login).WaitForGTID(ctx, state.BinlogState, 5*time.Second)
-			}
-		} else if now.Before(snap.WritesSafeAt) {
-			log.FromContext(ctx).Info("failover-to waits for the old master's write lease to run out", "cluster", sts.Name,
-				"wait", snap.WritesSafeAt.Sub(now).String())
-			return nil // the request stays; the next probe goes on
+	op := Operation{Op: opName, From: from, Target: target, Result: ResultRefused, Message: why, Start: now, End: now}
+	what := map[string]string{OpForcedFailover: "failover", OpTakeover: "takeover"}[opName]
+	r.Recorder.Eventf(sts, corev1.EventTypeWarning, reason, "%s to %s refused: %s", what, target, why)
+	return r.annotate(ctx, sts, "", &op, request)
+}
+
+// forcedFailover carries out plan.Forced: the old master is fenced first when it can
+// be reached (if that fails, nothing is done); when it cannot, its write lease must
+// have run out first (Decide says so: the request waits). Then the target is promoted
+// as in an automatic failover, without the proofs an automatic one needs: a human
+// asked.
+func (r *Reconciler) forcedFailover(ctx context.Context, sts *appsv1.StatefulSet, st *storedState, snap Snapshot, plan Plan, creds Credentials, opts inject.Options) error {
+	f := plan.Forced
+	if f.WaitLease {
+		log.FromContext(ctx).Info("failover-to waits for the old master's write lease to run out", "cluster", sts.Name,
+			"wait", snap.WritesSafeAt.Sub(snap.Now).String())
+		return nil // the request stays; a later round goes on
+	}
+	if old := snap.server(snap.Master); old.Reachable {
+		oldConn := r.pool(old.Addr, old.Login)
+		if _, err := sidecar.Fence(ctx, oldConn); err != nil {
+			return r.refuse(ctx, sts, OpForcedFailover, snap.Master, f.Request,
+				fmt.Sprintf("could not make master %s read-only first: %v", old.Pod, err), EventFailoverRefused, inject.AnnFailoverTo)
+		}
+		if state, err := oldConn.State(ctx); err == nil {
+			// Give the target a moment to receive what the fenced master wrote;
+			// forced means go on anyway (what it misses shows as errant).
+			t := snap.server(f.Target)
+			_ = r.pool(t.Addr, t.Login).WaitForGTID(ctx, state.BinlogState, 5*time.Second)
 		}
 	}
-	if err != nil {
-		op := Operation{Op: OpForcedFailover, From: snap.Master, Target: request, Result: ResultRefused, Message: err.Error(), Start: now, End: now}
-		r.Recorder.Eventf(sts, corev1.EventTypeWarning, EventFailoverRefused, "failover to %s refused: %v", request, err)
-		return r.annotate(ctx, sts, "", &op, inject.AnnFailoverTo)
-	}
-	_, err = r.promote(ctx, sts, st, snap, plan, target, OpForcedFailover, creds, opts, inject.AnnFailoverTo)
+	_, err := r.promote(ctx, sts, st, snap, plan, f.Target, OpForcedFailover, creds, opts, inject.AnnFailoverTo)
 	return err
 }
 
-// resetReplica carries out a reset-replica request on a pod: the replica stops and
-// forgets its source (RESET SLAVE ALL), stays read-only, and is marked detached so
-// that the controller does not repoint it; removing the detached annotation lets it
-// rejoin (or be quarantined, if it was written to meanwhile).
-func (r *Reconciler) resetReplica(ctx context.Context, sts *appsv1.StatefulSet, snap Snapshot, srv Server) error {
+// resetReplica carries out (refused == "") or refuses a reset-replica request on a
+// pod: the replica stops and forgets its source (RESET SLAVE ALL), stays read-only,
+// and is marked detached so that the controller does not repoint it; removing the
+// detached annotation lets it rejoin (or be quarantined, if it was written to
+// meanwhile).
+func (r *Reconciler) resetReplica(ctx context.Context, sts *appsv1.StatefulSet, srv Server, refused string) error {
 	start := time.Now()
-	op := Operation{Op: OpResetReplica, Target: srv.Pod, Start: start}
-	err := ValidateResetReplica(snap, srv.Pod)
-	if err == nil {
-		err = r.pool(srv.Addr, srv.Login).ResetReplica(ctx)
+	op := Operation{Op: OpResetReplica, Target: srv.Pod, Start: start, Result: ResultRefused, Message: refused}
+	if refused == "" {
 		op.Result = ResultOK
 		op.Message = srv.Pod + " no longer replicates; it stays read-only and detached until its " + inject.AnnDetached + " annotation is removed"
-		if err != nil {
+		if err := r.pool(srv.Addr, srv.Login).ResetReplica(ctx); err != nil {
 			op.Result, op.Message = ResultFailed, err.Error()
 		}
-	} else {
-		op.Result, op.Message = ResultRefused, err.Error()
 	}
 	op.End = time.Now()
 	pod := &corev1.Pod{}

@@ -1,12 +1,19 @@
 // Package failover is replicant's controller: for every labelled StatefulSet it keeps
-// the credentials Secret and the <sts>-master / <sts>-replicas Services, probes every
-// server, publishes role and health labels and status annotations, bootstraps
-// replication, and (later) fails over and carries out takeovers.
+// the credentials Secret, the <sts>-master / <sts>-replicas Services and its own state
+// (state.go), probes every member server, publishes role and health labels, status
+// annotations and Events, bootstraps replication, fails over, and carries out
+// takeovers, hand-overs and the other requests.
 //
-// It works in three separate steps, as the bugs hide in the middle one:
+// It works in separate steps, as the bugs hide in the middle one:
 //   - observe (observe.go): one Snapshot of the cluster, every server probed;
-//   - decide (this file): a pure function from Snapshot to Plan, table-tested;
-//   - act (act.go): the Plan carried out through the mysql package and the API.
+//   - decide (this file): a pure function from Snapshot to Plan, table-tested and
+//     driven through random schedules by a simulation (sim_test.go); every decision,
+//     requests included, is in the Plan;
+//   - act (act.go): the Plan carried out in a fixed order, stopping at the first step
+//     whose failure could make two writers;
+//   - publish (publish.go): labels, status, Events.
+//
+// docs/failover.md gives the safety argument.
 //
 // Only the elected leader of the managers runs it: one writer of truth.
 package failover
@@ -87,6 +94,9 @@ type Snapshot struct {
 	SemiSyncFrom mysql.GTIDSet
 	// MasterSource is the address the master's replicas replicate from (the state).
 	MasterSource string
+	// FailoverTo and TakeoverTo are the pending requests on the StatefulSet (nil:
+	// none); a server's ResetRequested is a reset-replica request on its pod.
+	FailoverTo, TakeoverTo *string
 	// WritesSafeAt is the earliest time another server than the recorded master may
 	// take writes: the master's write lease (the last one this controller granted, or
 	// one a previous controller may have granted) has run out and its sidecar has
@@ -133,9 +143,34 @@ type Plan struct {
 	// Unquarantine lists quarantined pods whose errant transactions are gone
 	// (re-cloned): they rejoin.
 	Unquarantine []string
+
+	// Requests, decided here like everything else. Forced: a failover-to request,
+	// carried out before anything but fencing (a human asked); Takeover: a
+	// takeover-to request, after a hand-over, which wins over it; Reset: the
+	// reset-replica requests to carry out. Refused says why a request is refused, by
+	// request (failover-to, takeover-to, or reset-replica/<pod>).
+	Forced   *ForcedFailover
+	Takeover string
+	Reset    []string
+	Refused  map[string]string
 	// Reasons explain the decisions, for logs and events.
 	Reasons []string
 }
+
+// ForcedFailover is a failover-to request the plan carries out: promote Target (the
+// request names it, or "any" chose it). WaitLease: the old master cannot be reached,
+// and its write lease has not run out yet: the request waits.
+type ForcedFailover struct {
+	Request, Target string
+	WaitLease       bool
+}
+
+// Request keys of Plan.Refused.
+const (
+	RequestFailoverTo   = "failover-to"
+	RequestTakeoverTo   = "takeover-to"
+	RequestResetReplica = "reset-replica"
+)
 
 // Label values.
 const (
@@ -249,7 +284,52 @@ func Decide(s Snapshot) Plan {
 	if master.Reachable && master.Terminating && p.Bootstrap == "" {
 		decideHandoff(s, *master, &p)
 	}
+	decideRequests(s, &p)
 	return p
+}
+
+// decideRequests orders the human requests: a forced failover comes first and
+// replaces any automatic decision but fencing; a takeover waits for a settled master
+// and gives way to a hand-over; reset-replica requests are carried out or refused.
+func decideRequests(s Snapshot, p *Plan) {
+	p.Refused = map[string]string{}
+	if s.FailoverTo != nil {
+		target, err := FailoverTarget(s, *p, *s.FailoverTo)
+		if err != nil {
+			p.Refused[RequestFailoverTo] = err.Error()
+		} else {
+			f := &ForcedFailover{Request: *s.FailoverTo, Target: target}
+			if m := s.server(s.Master); m != nil && !m.Reachable && s.Now.Before(s.WritesSafeAt) {
+				f.WaitLease = true
+			}
+			p.Forced = f
+			// A human asked: no automatic decision competes with it this round.
+			p.Bootstrap, p.Promote, p.OpenWrites, p.Handoff, p.Adopt = "", "", false, "", ""
+			p.Reasons = append(p.Reasons, fmt.Sprintf("failover to %s requested: promote %s", *s.FailoverTo, target))
+		}
+	}
+	if s.TakeoverTo != nil && p.Forced == nil && p.Handoff == "" {
+		if err := ValidateTakeover(s, *p, *s.TakeoverTo); err != nil {
+			p.Refused[RequestTakeoverTo] = err.Error()
+		} else {
+			p.Takeover = *s.TakeoverTo
+		}
+	}
+	if p.Forced != nil || p.Promote != "" {
+		return // resets wait for a settled master
+	}
+	for _, srv := range s.Servers {
+		if !srv.ResetRequested {
+			continue
+		}
+		if err := ValidateResetReplica(s, srv.Pod); err != nil {
+			p.Refused[RequestResetReplica+"/"+srv.Pod] = err.Error()
+			continue
+		}
+		p.Reset = append(p.Reset, srv.Pod)
+		p.Repoint = slices.DeleteFunc(p.Repoint, func(pod string) bool { return pod == srv.Pod })
+		p.Start = slices.DeleteFunc(p.Start, func(pod string) bool { return pod == srv.Pod })
+	}
 }
 
 // decideFirstMaster chooses the master of a cluster the controller has no state for:

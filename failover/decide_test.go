@@ -2,6 +2,7 @@ package failover
 
 import (
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -484,4 +485,75 @@ func TestFirstMasterIsReconstructedNotGuessed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRequestsAreDecidedInThePlan: which request wins, and why one is refused, is
+// Decide's answer, not the act phase's control flow.
+func TestRequestsAreDecidedInThePlan(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	req := func(v string) *string { return &v }
+	base := func(servers ...Server) Snapshot {
+		return Snapshot{Cluster: "db", Master: "db-0", Servers: servers, MaxLag: 30 * time.Second, AutoFailover: true, Replicas: 3,
+			FailureThreshold: 3, AntiFlap: 5 * time.Minute, Now: now, WritesSafeAt: now.Add(-time.Second)}
+	}
+	healthy := func() Snapshot {
+		return base(srv(t, "db-0", 0, "rw", "0-100-9", ""), srv(t, "db-1", 1, "ro", "0-100-9", "db-0"), srv(t, "db-2", 2, "ro", "0-100-9", "db-0"))
+	}
+	t.Run("failover-to any picks the most advanced and replaces automatic decisions", func(t *testing.T) {
+		s := healthy()
+		s.FailoverTo, s.TakeoverTo = req("any"), req("db-2")
+		p := Decide(s)
+		if p.Forced == nil || p.Forced.Target != "db-1" || p.Forced.WaitLease || p.Takeover != "" {
+			t.Errorf("forced %+v takeover %q", p.Forced, p.Takeover)
+		}
+	})
+	t.Run("failover-to a quarantined pod is refused", func(t *testing.T) {
+		s := healthy()
+		s.Servers[2].State.BinlogState = gtids(t, "0-100-9,0-102-1")
+		s.Quarantined = map[string]string{"db-2": "0-102-1"}
+		s.FailoverTo = req("db-2")
+		p := Decide(s)
+		if p.Forced != nil || !strings.Contains(p.Refused[RequestFailoverTo], "errant") {
+			t.Errorf("forced %+v refused %v", p.Forced, p.Refused)
+		}
+	})
+	t.Run("failover-to with the master unreachable waits for its lease", func(t *testing.T) {
+		s := healthy()
+		s.Servers[0].Reachable = false
+		s.WritesSafeAt = now.Add(time.Second)
+		s.FailoverTo = req("db-2")
+		p := Decide(s)
+		if p.Forced == nil || !p.Forced.WaitLease || p.Promote != "" {
+			t.Errorf("forced %+v promote %q", p.Forced, p.Promote)
+		}
+	})
+	t.Run("a hand-over wins over takeover-to", func(t *testing.T) {
+		s := healthy()
+		s.Servers[0].Terminating = true
+		s.TakeoverTo = req("db-2")
+		p := Decide(s)
+		if p.Handoff != "db-1" || p.Takeover != "" {
+			t.Errorf("handoff %q takeover %q", p.Handoff, p.Takeover)
+		}
+	})
+	t.Run("takeover-to an unhealthy replica is refused", func(t *testing.T) {
+		s := healthy()
+		s.Servers[2].Lag = time.Hour
+		s.TakeoverTo = req("db-2")
+		p := Decide(s)
+		if p.Takeover != "" || !strings.Contains(p.Refused[RequestTakeoverTo], "not a healthy replica") {
+			t.Errorf("takeover %q refused %v", p.Takeover, p.Refused)
+		}
+	})
+	t.Run("reset-replica on the master is refused; on a replica it replaces its repoint", func(t *testing.T) {
+		s := healthy()
+		s.Servers[0].ResetRequested = true
+		s.Servers[2].ResetRequested = true
+		s.Servers[2].State.Replica.SourceHost = "elsewhere"
+		p := Decide(s)
+		if !reflect.DeepEqual(p.Reset, []string{"db-2"}) || slices.Contains(p.Repoint, "db-2") ||
+			!strings.Contains(p.Refused[RequestResetReplica+"/db-0"], "is the master") {
+			t.Errorf("reset %v repoint %v refused %v", p.Reset, p.Repoint, p.Refused)
+		}
+	})
 }

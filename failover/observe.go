@@ -1,0 +1,237 @@
+package failover
+
+// observe: one Snapshot of the cluster, every member server probed (the master last).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/replicant-dev/replicant/inject"
+	"github.com/replicant-dev/replicant/mysql"
+	"github.com/replicant-dev/replicant/sidecar"
+)
+
+// members lists the cluster's pods: those the StatefulSet controls (its UID in their
+// controller reference). Any other pod that carries the cluster label is never
+// probed with replicant's credentials, nor elected.
+func (r *Reconciler) members(ctx context.Context, sts *appsv1.StatefulSet) ([]corev1.Pod, error) {
+	pods := &corev1.PodList{}
+	if err := r.Client.List(ctx, pods, client.InNamespace(sts.Namespace), client.MatchingLabels{inject.LabelCluster: sts.Name}); err != nil {
+		return nil, err
+	}
+	var out []corev1.Pod
+	for _, pod := range pods.Items {
+		if ref := metav1.GetControllerOf(&pod); ref != nil && ref.UID == sts.UID {
+			out = append(out, pod)
+		} else {
+			r.warnOnce(sts, "NotAMember/"+pod.Name, fmt.Sprintf(
+				"pod %s carries %s=%s but the StatefulSet does not control it: ignored (never probed, never elected)", pod.Name, inject.LabelCluster, sts.Name))
+		}
+	}
+	return out, nil
+}
+
+// countFailures keeps, between reconciles, since when the master has been
+// unreachable, and counts the failed probes in probe intervals: reconciles also
+// run on pod events, so counting reconciles would shorten the threshold.
+func (r *Reconciler) countFailures(key types.NamespacedName, snap *Snapshot) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	mem := r.mem(key)
+	if m := snap.server(snap.Master); m != nil && !m.Reachable {
+		if mem.downSince.IsZero() {
+			mem.downSince = now
+		}
+		snap.MasterFailures = 1 + int(now.Sub(mem.downSince)/r.Options.ProbeInterval)
+	} else {
+		mem.downSince = time.Time{}
+	}
+	snap.FailureThreshold = r.Options.FailureThreshold
+	snap.AntiFlap = r.Options.AntiFlap
+	snap.Now = now
+	base := mem.firstSeen
+	if g := mem.lease; g.pod == snap.Master && g.at.After(base) {
+		base = g.at
+	}
+	snap.WritesSafeAt = base.Add(r.Options.WriteLease + r.Options.LeaseMargin)
+}
+
+// closeGonePools closes the pools of addresses the cluster no longer has (a pod that
+// restarted with a new IP, or went away).
+func (r *Reconciler) closeGonePools(key types.NamespacedName, snap Snapshot) {
+	now := map[string]bool{}
+	for _, srv := range snap.Servers {
+		if srv.Addr != "" {
+			now[srv.Addr] = true
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	mem := r.mem(key)
+	for addr := range mem.addrs {
+		if !now[addr] {
+			r.closePools(addr)
+		}
+	}
+	mem.addrs = now
+}
+
+// pool returns the connection pool for addr as user, reusing it across probes.
+func (r *Reconciler) pool(addr string, u mysql.User) *mysql.Server {
+	key := addr + "|" + u.Name + "|" + u.Password
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.pools[key]; ok {
+		return p
+	}
+	p, err := mysql.Open(mysql.Config{Addr: addr, User: u.Name, Password: u.Password,
+		ConnectTimeout: r.Options.ProbeTimeout, QueryTimeout: 2 * r.Options.ProbeTimeout}, nil)
+	if err != nil {
+		panic(err) // Open only fails on a malformed configuration, which is built here
+	}
+	r.pools[key] = p
+	return p
+}
+
+func ordinalOf(pod string) int64 {
+	n, err := sidecar.Ordinal(pod)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// observe probes every pod; the known master is probed last (see Decide).
+func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods []corev1.Pod, creds Credentials, opts inject.Options, st ClusterState) Snapshot {
+	snap := Snapshot{Cluster: sts.Name, Master: st.Master, MaxLag: opts.MaxLag, Replicas: desiredReplicas(sts),
+		AutoFailover: opts.Failover == inject.FailoverAuto, LastFailover: st.LastFailover,
+		Quarantined: st.Quarantine, SemiSync: opts.Durability == inject.DurabilitySemiSync, Durable: st.Durable,
+		MasterSource: st.MasterSource}
+	snap.SemiSyncFrom, _ = mysql.ParseGTIDSet(st.SemiSyncFrom)
+	if v, ok := sts.Annotations[inject.AnnFailoverTo]; ok {
+		snap.FailoverTo = &v
+	}
+	if v, ok := sts.Annotations[inject.AnnTakeoverTo]; ok {
+		snap.TakeoverTo = &v
+	}
+	sort.Slice(pods, func(i, j int) bool {
+		mi, mj := pods[i].Name == snap.Master, pods[j].Name == snap.Master
+		if mi != mj {
+			return mj
+		}
+		return ordinalOf(pods[i].Name) < ordinalOf(pods[j].Name)
+	})
+	for _, pod := range pods {
+		srv := Server{Pod: pod.Name, Ordinal: ordinalOf(pod.Name), Lag: -1,
+			Detached: pod.Annotations[inject.AnnDetached] == "true", ResetRequested: pod.Annotations[inject.AnnResetReplica] == "true"}
+		srv.Terminating = !pod.DeletionTimestamp.IsZero()
+		srv.Initializing = initializing(&pod)
+		if pod.Status.PodIP == "" {
+			srv.Err = "pod has no IP"
+			snap.Servers = append(snap.Servers, srv)
+			continue
+		}
+		srv.Addr = net.JoinHostPort(pod.Status.PodIP, "3306")
+		srv.Login = creds.Admin
+		state, err := r.pool(srv.Addr, srv.Login).State(ctx)
+		if isAccessDenied(err) {
+			// Before bootstrap, or before replication brought them, replicant's users
+			// do not exist on this server yet: work as root.
+			if root, rerr := rootPassword(ctx, r.Client, sts, opts.Container); rerr == nil {
+				srv.Login = mysql.User{Name: "root", Password: root}
+				state, err = r.pool(srv.Addr, srv.Login).State(ctx)
+			}
+		}
+		if err != nil {
+			srv.Err = err.Error()
+			snap.Servers = append(snap.Servers, srv)
+			continue
+		}
+		srv.Reachable, srv.State = true, state
+		srv.SourceHost = pod.Status.PodIP
+		if r.Options.Addressing == SourceReportHost && state.ReportHost != "" {
+			srv.SourceHost = state.ReportHost
+		}
+		if state.Replica != nil {
+			if lag, err := r.pool(srv.Addr, srv.Login).HeartbeatLag(ctx); err == nil {
+				srv.Lag = lag
+			}
+		}
+		srv.CloneGTID = r.cloneGTID(ctx, pod.Status.PodIP)
+		snap.Servers = append(snap.Servers, srv)
+	}
+	if snap.Master != "" && snap.server(snap.Master) == nil {
+		// The master's pod is gone (force-deleted, its node lost): a master that is
+		// down, for failover to decide — never a cluster without one, which would be
+		// bootstrapped by binlog state alone.
+		snap.Servers = append(snap.Servers, Server{Pod: snap.Master, Ordinal: ordinalOf(snap.Master), Lag: -1,
+			Err: "pod does not exist"})
+	}
+	return snap
+}
+
+// initializing reports whether the pod's init containers have not all finished: its
+// server has not run in this pod yet.
+func initializing(pod *corev1.Pod) bool {
+	if len(pod.Spec.InitContainers) == 0 {
+		return false
+	}
+	if len(pod.Status.InitContainerStatuses) < len(pod.Spec.InitContainers) {
+		return true
+	}
+	for _, cs := range pod.Status.InitContainerStatuses {
+		if t := cs.State.Terminated; t == nil || t.ExitCode != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// desiredReplicas is the StatefulSet's replica count (1 when unset, as Kubernetes).
+func desiredReplicas(sts *appsv1.StatefulSet) int64 {
+	if sts.Spec.Replicas == nil {
+		return 1
+	}
+	return int64(*sts.Spec.Replicas)
+}
+
+// cloneGTID asks the pod's sidecar where its clone ended ("" when unknown).
+func (r *Reconciler) cloneGTID(ctx context.Context, ip string) string {
+	ctx, cancel := context.WithTimeout(ctx, r.Options.ProbeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(ip, fmt.Sprint(inject.SidecarPort))+"/status", nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var status struct {
+		Clone *sidecar.CloneRecord `json:"clone"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&status) != nil || status.Clone == nil {
+		return ""
+	}
+	return status.Clone.GTID
+}
+
+func isAccessDenied(err error) bool {
+	var me *gomysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1045 || me.Number == 1698) // ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+}
