@@ -17,8 +17,11 @@ finish() {
   local rc=$?
   trap - EXIT INT TERM
   if [ "$rc" != 0 ]; then
-    echo; echo "demo FAILED (exit $rc). Component logs: ${REPLICANT_CLUSTER_DIR:-/tmp/replicant-cluster}/logs"
-    kubectl get pods -A -o wide 2>/dev/null || true
+    echo; echo "demo FAILED (exit $rc)."
+    kubectl get pods -A -o wide -L replicant.dev/role,replicant.dev/healthy 2>/dev/null || true
+    $cluster diagnose || true
+    echo "Component logs and diagnostics (manager, every container, events, statuses):"
+    echo "  ${REPLICANT_CLUSTER_DIR:-/tmp/replicant-cluster}.logs after the cluster is removed"
   fi
   if [ "${KEEP:-}" = 1 ] && [ "$rc" = 0 ]; then
     echo; echo "The cluster keeps running. Try:"

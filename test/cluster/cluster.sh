@@ -10,6 +10,13 @@
 #   test/cluster/cluster.sh crash NAMESPACE POD CONTAINER
 #                                   SIGKILLs the container's main process from the
 #                                   node, as the kernel's OOM killer would
+#   test/cluster/cluster.sh diagnose
+#                                   writes what a failure needs into logs/diagnostics
+#                                   (kept by down): pods with roles, events, objects,
+#                                   every container's log, each pod's replicant status
+#   test/cluster/cluster.sh partition NAMESPACE POD on|off
+#                                   drops every packet of the pod's network namespace
+#                                   except loopback (iptables inside it), or stops
 #
 # Binaries and image tarballs come from `make cluster-build` (paths in the variables
 # below). One function per component; LOCAL-CLUSTER-FACTS.md (beside DESIGN.md) says
@@ -405,10 +412,52 @@ crash() {
   kill -9 "$pid"
 }
 
+diagnose() {
+  local out="$DIR/logs/diagnostics" n pod c k=(--request-timeout=10s)
+  mkdir -p "$out"
+  kubectl "${k[@]}" get pods -A -o wide -L replicant.dev/role,replicant.dev/healthy >"$out/pods.txt" 2>&1 || true
+  kubectl "${k[@]}" get events -A --sort-by=.lastTimestamp >"$out/events.txt" 2>&1 || true
+  kubectl "${k[@]}" get statefulsets,configmaps,services,endpointslices,deployments -A -o yaml >"$out/objects.yaml" 2>&1 || true
+  for n in default replicant-system; do
+    for pod in $(kubectl "${k[@]}" -n "$n" get pods -o name 2>/dev/null); do
+      pod=${pod#pod/}
+      kubectl "${k[@]}" -n "$n" get pod "$pod" -o jsonpath='{.metadata.annotations.replicant\.dev/status}' \
+        >"$out/$n.$pod.status.json" 2>/dev/null || true
+      for c in $(kubectl "${k[@]}" -n "$n" get pod "$pod" -o jsonpath='{.spec.initContainers[*].name} {.spec.containers[*].name}'); do
+        kubectl "${k[@]}" -n "$n" logs "$pod" -c "$c" >"$out/$n.$pod.$c.log" 2>&1 || true
+        kubectl "${k[@]}" -n "$n" logs "$pod" -c "$c" --previous >"$out/$n.$pod.$c.previous.log" 2>/dev/null ||
+          rm -f "$out/$n.$pod.$c.previous.log"
+      done
+    done
+  done
+  log "diagnose: written to $out (kept in ${DIR}.logs/diagnostics by down)"
+}
+
+# partition NAMESPACE POD on|off
+partition() {
+  local id pid op
+  id=$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[0].containerID}')
+  id=${id#containerd://}
+  [ -n "$id" ] || die "no running container in pod $1/$2"
+  pid=$(ctr tasks ls | awk -v id="$id" '$1 == id {print $2}')
+  [ -n "$pid" ] || die "container $id has no task"
+  case "$3" in
+    on) op=-I ;;
+    off) op=-D ;;
+    *) die "partition: on or off, not $3" ;;
+  esac
+  for rule in "INPUT ! -i lo" "OUTPUT ! -o lo"; do
+    # shellcheck disable=SC2086
+    nsenter -t "$pid" -n iptables -w $op $rule -j DROP || [ "$3" = off ]
+  done
+}
+
 case "${1:-}" in
   up) trap 'rc=$?; [ "$rc" = 0 ] || log_tails >&2; exit "$rc"' EXIT; up ;;
   crash) shift; crash "$@" ;;
+  partition) shift; partition "$@" ;;
+  diagnose) diagnose ;;
   down) down ;;
   env) echo "export KUBECONFIG=$KUBECONFIG" ;;
-  *) echo "usage: $0 up|down|env|crash NAMESPACE POD CONTAINER" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|env|crash NAMESPACE POD CONTAINER|partition NAMESPACE POD on|off|diagnose" >&2; exit 2 ;;
 esac

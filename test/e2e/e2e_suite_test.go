@@ -83,9 +83,12 @@ var _ = ReportAfterEach(func(r SpecReport) {
 	for _, args := range [][]string{
 		{"get", "pods", "-A", "-o", "wide", "-L", "replicant.dev/role,replicant.dev/healthy"},
 		{"get", "statefulset", "db", "-o", "jsonpath={.metadata.annotations}"},
+		{"get", "configmap", "db-replicant-state", "-o", "jsonpath={.data.state}"},
 		{"get", "events", "--sort-by=.lastTimestamp"},
 		{"-n", "replicant-system", "logs", "deployment/replicant", "--tail=80"},
 	} {
 		_, _ = kubectl(args...)
 	}
+	// Everything else, kept with the component logs after the cluster is removed.
+	_ = cluster("diagnose")
 })

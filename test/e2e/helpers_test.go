@@ -143,7 +143,9 @@ func cloneLog(pod string) string {
 }
 
 // writer inserts one row per attempt through <sts>-master from the client pod (a new
-// connection each time, 100 ms apart) and reports which attempts were acknowledged.
+// connection each time, 100 ms apart, each bounded to 5 s: a commit that waits for an
+// acknowledgement longer is abandoned, not acknowledged) and reports which attempts
+// were acknowledged.
 type writer struct {
 	prefix string
 	done   chan struct{}
@@ -153,7 +155,7 @@ type writer struct {
 func startWriter(prefix string, attempts int) *writer {
 	w := &writer{prefix: prefix, done: make(chan struct{})}
 	script := fmt.Sprintf(`for i in $(seq 1 %d); do
-  if out=$(mariadb -h %s-master -uapp -p%s --connect-timeout=1 -N -s shop \
+  if out=$(timeout 5 mariadb -h %s-master -uapp -p%s --connect-timeout=1 -N -s shop \
       -e "INSERT INTO orders (note, server) VALUES ('%s-$i', @@hostname); SELECT @@hostname" 2>/dev/null); then
     echo "$(date +%%s%%3N) ok $i $out"
   else

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -167,6 +168,76 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		}
 		Expect(dbPodLabel(old, inject.LabelRole)).To(Equal("replica"))
 		expectRowsEverywhere(acked)
+	})
+
+	It("acknowledges no write a failover drops when the master's network is cut, with a client on each side; never two writable servers", func() {
+		eventuallySettled(3, time.Minute)
+		old := master()
+		checker := startReadOnlyChecker(70)
+		outside := startWriter("cut-out", 300)
+		inside := startLocalWriter(old, "cut-in", 45)
+		time.Sleep(3 * time.Second)
+
+		cutAt := time.Now()
+		partition(old, "on")
+		DeferCleanup(func() { _ = cluster("partition", ns, old, "off") })
+		Eventually(master).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(SatisfyAll(Not(BeEmpty()), Not(Equal(old))))
+		failedOver := time.Since(cutAt)
+		Expect(lastOperation().Op).To(Equal(failover.OpFailover))
+		time.Sleep(time.Until(cutAt.Add(25 * time.Second)))
+		partition(old, "off")
+		healedAt := time.Now()
+
+		// The old master comes back read-only: it rejoins, or holds the commits its
+		// fence killed (never acknowledged) and is quarantined.
+		Eventually(func() string {
+			if err := settled(3); err == nil {
+				return "rejoined"
+			}
+			if strings.Contains(podStatus(old), "errantGTIDs") {
+				return "quarantined"
+			}
+			return ""
+		}).WithTimeout(2 * time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty())
+		outsideAcked, _, outsideLines := outside.wait()
+		insideAcked, _ := acknowledged(inside, "cut-in")
+		polls, double, timelines := checker.result()
+		final := master()
+		lostOutside, lostInside := missingOn(final, outsideAcked), missingOn(final, insideAcked)
+
+		fencedAfter := time.Duration(-1)
+		for _, s := range timelines[old] {
+			if s.at > cutAt.UnixMilli() && s.answered && !s.writable {
+				fencedAfter = time.Duration(s.at-cutAt.UnixMilli()) * time.Millisecond
+				break
+			}
+		}
+		refused, insideAfterCut := 0, 0
+		for _, l := range outsideLines {
+			if f := strings.Fields(l); len(f) >= 2 && f[1] == "fail" {
+				refused++
+			}
+		}
+		for _, l := range inside.lines() {
+			if f := strings.Fields(l); len(f) == 3 && f[1] == "ok" {
+				if at, _ := strconv.ParseInt(f[0], 10, 64); at > cutAt.UnixMilli() {
+					insideAfterCut++
+				}
+			}
+		}
+		fmt.Fprintf(GinkgoWriter, "partition of %s: it fenced itself after %v; %s master after %v; healed after %v; outside client: %d acknowledged, %d failed; inside client: %d acknowledged (%d after the cut); lost: outside %d, inside %d; %d read_only polls, %d with two writable servers\n",
+			old, fencedAfter, final, failedOver.Round(time.Millisecond), healedAt.Sub(cutAt).Round(time.Millisecond),
+			len(outsideAcked), refused, len(insideAcked), insideAfterCut, lostOutside, lostInside, polls, double)
+		Expect(lostOutside+lostInside).To(BeZero(), "acknowledged writes missing on the final master %s", final)
+		Expect(double).To(BeZero(), "instants with two writable servers")
+		Expect(fencedAfter).To(BeNumerically(">", 0), "the cut-off master was never seen read-only")
+
+		if strings.Contains(podStatus(old), "errantGTIDs") {
+			mustKubectl("delete", "pvc", "data-"+old, "--wait=false")
+			mustKubectl("delete", "pod", old)
+		}
+		eventuallySettled(3, 4*time.Minute)
+		expectRowsEverywhere(outsideAcked)
 	})
 
 	It("re-clones the master from a replica when its PVC and pod are deleted", func() {
