@@ -109,7 +109,7 @@ run replicant topology -a db.default
 writer() {
   kubectl exec client -- bash -c '
     for i in $(seq 1 '"$2"'); do
-      if out=$(mariadb -h db-master -uapp -p'"$APP_PW"' --connect-timeout=1 -N shop \
+      if out=$(timeout 5 mariadb -h db-master -uapp -p'"$APP_PW"' --connect-timeout=1 -N shop \
           -e "INSERT INTO orders (note, server) VALUES (\"'"$1"'-$i\", @@hostname); SELECT @@hostname" 2>&1); then
         echo "$(date +%s%3N) ok $i $out"
       else
@@ -173,8 +173,13 @@ step "5b. The master's node is lost: its server is killed and its pod force-dele
 old=$(master)
 # lose_node POD: the server stops answering (SIGKILL from the node, as a dead node
 # stops it) and the pod object is removed (as the node lifecycle controller does).
-lose_node() { run "$cluster" crash "$NS" "$1" mariadb && run kubectl delete pod "$1" --grace-period=0 --force; }
+# The node is cordoned first: as with a really lost node, the replacement pod cannot
+# start until the node is back (here it would restart in place at once).
+node=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
+lose_node() { run kubectl cordon "$node" && run "$cluster" crash "$NS" "$1" mariadb && run kubectl delete pod "$1" --grace-period=0 --force; }
 under_load force "node lost" lose_node "$old"
+echo "the node is back:"
+run kubectl uncordon "$node"
 quarantined() { kubectl get pod "$old" -o jsonpath='{.metadata.annotations.replicant\.dev/status}' | grep -q errantGTIDs; }
 back_or_quarantined() { settled 3 || quarantined; }
 wait_for 240 "$old back as a replica (or quarantined)" back_or_quarantined
@@ -189,6 +194,37 @@ fi
 run kubectl get events --field-selector reason=Failover -o custom-columns=MESSAGE:.message
 run kubectl logs "$old" -c replicant-clone
 run kubectl get pods -L replicant.dev/role,replicant.dev/healthy
+run replicant topology -a db.default
+
+step "5c. The master's network is cut off for 25 s, with a client on each side"
+echo "(every packet of its pod's network namespace but loopback dropped; one client writes through"
+echo " db-master from outside, one from inside the master's pod to 127.0.0.1: commits there wait for"
+echo " a replica that never answers, its write lease runs out and its sidecar fences it)"
+old=$(master)
+inside_log=/tmp/replicant-demo-inside.log
+kubectl exec "$old" -c mariadb -- bash -c 'end=$((SECONDS+40)); i=0; while [ $SECONDS -lt $end ]; do i=$((i+1))
+  if timeout 5 mariadb -h127.0.0.1 -uapp -p'"$APP_PW"' --connect-timeout=1 -N shop \
+      -e "INSERT INTO orders (note, server) VALUES (\"inside-$i\", @@hostname)" 2>/dev/null; then
+    echo "$(date +%s%3N) ok $i"; else echo "$(date +%s%3N) fail $i"; fi; sleep 0.05; done' >"$inside_log" 2>&1 &
+inside_pid=$!
+sleep 2
+cut_at=$(ms)
+under_load cut "network cut" "$cluster" partition "$NS" "$old" on
+sleep $(( (cut_at + 25000 - $(ms)) / 1000 )) 2>/dev/null || true
+run "$cluster" partition "$NS" "$old" off
+wait "$inside_pid" || true
+inside_before=$(awk -v t="$cut_at" '$2 == "ok" && $1 <= t' "$inside_log" | wc -l)
+inside_after=$(awk -v t="$cut_at" '$2 == "ok" && $1 > t' "$inside_log" | wc -l)
+acked_notes+=$(awk '$2 == "ok" {printf "\x27inside-%s\x27,", $3}' "$inside_log")
+echo "inside client: $inside_before writes acknowledged before the cut, $inside_after after it (an isolated master acknowledges nothing)"
+wait_for 240 "$old back as a replica (or quarantined)" back_or_quarantined
+if quarantined; then
+  echo "$old came back holding the commits its fence killed (never acknowledged): quarantined; re-clone it:"
+  run kubectl delete pvc "data-$old" --wait=false
+  run kubectl delete pod "$old"
+  wait_for 240 "$old re-cloned as a healthy replica" settled 3
+fi
+run kubectl get events --field-selector reason=Failover -o custom-columns=MESSAGE:.message
 run replicant topology -a db.default
 
 step "6. Every acknowledged row is on every server"

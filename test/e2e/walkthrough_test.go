@@ -135,10 +135,19 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		time.Sleep(3 * time.Second)
 		// A lost node: its server stops answering and the pod object is removed. A
 		// force-delete alone leaves the container running for a moment, long enough for
-		// the controller to see a terminating master and hand it over gracefully.
+		// the controller to see a terminating master and hand it over gracefully. The
+		// node is cordoned first: the replacement pod cannot start until the node is
+		// back, as with a real lost node (on this one-node cluster it would otherwise
+		// restart in place on the same volume before the old master's write lease runs
+		// out, which is a restart, not a failover).
+		node := strings.TrimPrefix(mustKubectl("get", "nodes", "-o", "name"), "node/")
+		node = strings.TrimSpace(node)
+		mustKubectl("cordon", node)
+		DeferCleanup(func() { _, _ = kubectl("uncordon", node) })
 		Expect(cluster("crash", ns, old, "mariadb")).To(Succeed())
 		mustKubectl("delete", "pod", old, "--grace-period=0", "--force")
 		Eventually(master).WithTimeout(time.Minute).WithPolling(500 * time.Millisecond).Should(SatisfyAll(Not(BeEmpty()), Not(Equal(old))))
+		mustKubectl("uncordon", node)
 		op := lastOperation()
 		Expect(op.Op).To(Equal(failover.OpFailover), "%+v", op)
 		acked, servers, lines := w.wait()
