@@ -38,6 +38,7 @@ type managerFlags struct {
 	image                   string
 	imagePullPolicy         string
 	probeInterval           time.Duration
+	writeLease              time.Duration
 	sourceAddressing        string
 }
 
@@ -70,6 +71,8 @@ serve the webhook.`,
 		"image injected as replicant-install (default: $REPLICANT_IMAGE, else the image of this pod's manager container, read from the API at start)")
 	fl.StringVar(&f.imagePullPolicy, "replicant-image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected replicant image")
 	fl.DurationVar(&f.probeInterval, "probe-interval", time.Second, "how often the controller probes every server")
+	fl.DurationVar(&f.writeLease, "write-lease", 3*time.Second,
+		"how long a master stays writable without the controller renewing its lease (its sidecar then fences it); another server takes writes only after it ran out")
 	fl.StringVar(&f.sourceAddressing, "source-addressing", string(failover.SourceReportHost),
 		"what replicas replicate from: report-host (<pod>.<service>.<namespace>, follows a pod's new IP through DNS) or pod-ip")
 	goFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
@@ -84,6 +87,9 @@ func runManager(ctx context.Context, f managerFlags) error {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
 		return fmt.Errorf("--replicant-image-pull-policy %q: allowed: Always, IfNotPresent, Never", f.imagePullPolicy)
+	}
+	if f.writeLease != 0 && (f.writeLease < 2*f.probeInterval || f.writeLease > time.Minute) {
+		return fmt.Errorf("--write-lease %s: allowed: at least twice --probe-interval (%s, it is renewed every probe) and at most 1m", f.writeLease, f.probeInterval)
 	}
 	restConfig, err := loadConfig(f.kubeconfig)
 	if err != nil {
@@ -134,7 +140,7 @@ func runManager(ctx context.Context, f managerFlags) error {
 	if err := (&failover.Reconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorderFor("replicant"),
-		Options:  failover.Options{ProbeInterval: f.probeInterval, Addressing: addressing},
+		Options:  failover.Options{ProbeInterval: f.probeInterval, Addressing: addressing, WriteLease: f.writeLease},
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the controller: %w", err)
 	}

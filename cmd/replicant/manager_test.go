@@ -206,6 +206,13 @@ func TestManagerRefusesABadPullPolicy(t *testing.T) {
 	}
 }
 
+func TestManagerRefusesAWriteLeaseShorterThanTwoProbes(t *testing.T) {
+	err := runManager(context.Background(), managerFlags{imagePullPolicy: "IfNotPresent", probeInterval: time.Second, writeLease: 1500 * time.Millisecond})
+	if err == nil || err.Error() != "--write-lease 1.5s: allowed: at least twice --probe-interval (1s, it is renewed every probe) and at most 1m" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func createFromFile(t *testing.T, ctx context.Context, c client.Client, path string) {
 	t.Helper()
 	data, err := os.ReadFile(path)
