@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -50,6 +52,8 @@ type Options struct {
 	AntiFlap time.Duration
 	// ApplyTimeout bounds how long a promoted replica may take to apply its relay log.
 	ApplyTimeout time.Duration
+	// Workers is how many clusters are reconciled at once (default 16).
+	Workers int
 	// WriteLease is how long a master's sidecar keeps its server writable after the
 	// controller's last renewal (default 3s); LeaseMargin is added before another
 	// server takes writes (default 500ms: clock rates, the sidecar's check interval).
@@ -94,6 +98,23 @@ type memory struct {
 	// reported once.
 	warnedHeadless bool
 	lastWarning    map[string]string
+}
+
+// renewFirst renews the recorded master's write lease before the round's probes,
+// unless the master was down at the last probe (a renewal would only wait out its
+// timeout).
+func (r *Reconciler) renewFirst(ctx context.Context, key types.NamespacedName, master string, pods []corev1.Pod, creds Credentials) {
+	r.mu.Lock()
+	down := !r.mem(key).downSince.IsZero()
+	r.mu.Unlock()
+	if master == "" || down {
+		return
+	}
+	for _, pod := range pods {
+		if pod.Name == master && pod.Status.PodIP != "" {
+			_ = r.grantLease(ctx, key, Server{Pod: pod.Name, Addr: net.JoinHostPort(pod.Status.PodIP, "3306")}, creds)
+		}
+	}
 }
 
 // mem is the cluster's memory; r.mu must be held.
@@ -165,6 +186,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.LeaseMargin == 0 {
 		r.Options.LeaseMargin = 500 * time.Millisecond
 	}
+	if r.Options.Workers == 0 {
+		r.Options.Workers = 16
+	}
 	if r.Reader == nil {
 		r.Reader = mgr.GetAPIReader()
 	}
@@ -181,6 +205,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return nil
 		})).
+		// Clusters never wait for each other: a slow round (servers that do not
+		// answer, a catch-up before a promotion) must not hold another cluster's
+		// lease renewals or failover. One cluster is never reconciled twice at once.
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.Workers}).
 		Complete(r)
 }
 
@@ -222,6 +250,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 
+	// The master's write lease is renewed first thing in the round as well as in the
+	// act phase, so that a round slowed by servers that do not answer never lets it
+	// run out.
+	r.renewFirst(ctx, req.NamespacedName, st.Master, pods, creds)
 	snap := r.observe(ctx, sts, pods, creds, opts, st.ClusterState)
 	r.countFailures(req.NamespacedName, &snap)
 	r.closeGonePools(req.NamespacedName, snap)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"sync"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
@@ -135,45 +136,27 @@ func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods 
 		}
 		return ordinalOf(pods[i].Name) < ordinalOf(pods[j].Name)
 	})
-	for _, pod := range pods {
-		srv := Server{Pod: pod.Name, Ordinal: ordinalOf(pod.Name), Lag: -1,
-			Detached: pod.Annotations[inject.AnnDetached] == "true", ResetRequested: pod.Annotations[inject.AnnResetReplica] == "true"}
-		srv.Terminating = !pod.DeletionTimestamp.IsZero()
-		srv.Initializing = initializing(&pod)
-		if pod.Status.PodIP == "" {
-			srv.Err = "pod has no IP"
-			snap.Servers = append(snap.Servers, srv)
+	// Every other server at once (a server that does not answer costs its timeout
+	// once, not once per pod), then the master: see Decide.
+	servers := make([]Server, len(pods))
+	var wg sync.WaitGroup
+	for i := range pods {
+		if pods[i].Name == snap.Master {
 			continue
 		}
-		srv.Addr = net.JoinHostPort(pod.Status.PodIP, "3306")
-		srv.Login = creds.Admin
-		state, err := r.pool(srv.Addr, srv.Login).State(ctx)
-		if isAccessDenied(err) {
-			// Before bootstrap, or before replication brought them, replicant's users
-			// do not exist on this server yet: work as root.
-			if root, rerr := rootPassword(ctx, r.Client, sts, opts.Container); rerr == nil {
-				srv.Login = mysql.User{Name: "root", Password: root}
-				state, err = r.pool(srv.Addr, srv.Login).State(ctx)
-			}
-		}
-		if err != nil {
-			srv.Err = err.Error()
-			snap.Servers = append(snap.Servers, srv)
-			continue
-		}
-		srv.Reachable, srv.State = true, state
-		srv.SourceHost = pod.Status.PodIP
-		if r.Options.Addressing == SourceReportHost && state.ReportHost != "" {
-			srv.SourceHost = state.ReportHost
-		}
-		if state.Replica != nil {
-			if lag, err := r.pool(srv.Addr, srv.Login).HeartbeatLag(ctx); err == nil {
-				srv.Lag = lag
-			}
-		}
-		srv.CloneGTID = r.cloneGTID(ctx, pod.Status.PodIP)
-		snap.Servers = append(snap.Servers, srv)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			servers[i] = r.probe(ctx, sts, &pods[i], creds, opts)
+		}()
 	}
+	wg.Wait()
+	for i := range pods {
+		if pods[i].Name == snap.Master {
+			servers[i] = r.probe(ctx, sts, &pods[i], creds, opts)
+		}
+	}
+	snap.Servers = servers
 	if snap.Master != "" && snap.server(snap.Master) == nil {
 		// The master's pod is gone (force-deleted, its node lost): a master that is
 		// down, for failover to decide — never a cluster without one, which would be
@@ -182,6 +165,45 @@ func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods 
 			Err: "pod does not exist"})
 	}
 	return snap
+}
+
+// probe reads one pod's server.
+func (r *Reconciler) probe(ctx context.Context, sts *appsv1.StatefulSet, pod *corev1.Pod, creds Credentials, opts inject.Options) Server {
+	srv := Server{Pod: pod.Name, Ordinal: ordinalOf(pod.Name), Lag: -1,
+		Detached: pod.Annotations[inject.AnnDetached] == "true", ResetRequested: pod.Annotations[inject.AnnResetReplica] == "true"}
+	srv.Terminating = !pod.DeletionTimestamp.IsZero()
+	srv.Initializing = initializing(pod)
+	if pod.Status.PodIP == "" {
+		srv.Err = "pod has no IP"
+		return srv
+	}
+	srv.Addr = net.JoinHostPort(pod.Status.PodIP, "3306")
+	srv.Login = creds.Admin
+	state, err := r.pool(srv.Addr, srv.Login).State(ctx)
+	if isAccessDenied(err) {
+		// Before bootstrap, or before replication brought them, replicant's users
+		// do not exist on this server yet: work as root.
+		if root, rerr := rootPassword(ctx, r.Client, sts, opts.Container); rerr == nil {
+			srv.Login = mysql.User{Name: "root", Password: root}
+			state, err = r.pool(srv.Addr, srv.Login).State(ctx)
+		}
+	}
+	if err != nil {
+		srv.Err = err.Error()
+		return srv
+	}
+	srv.Reachable, srv.State = true, state
+	srv.SourceHost = pod.Status.PodIP
+	if r.Options.Addressing == SourceReportHost && state.ReportHost != "" {
+		srv.SourceHost = state.ReportHost
+	}
+	if state.Replica != nil {
+		if lag, err := r.pool(srv.Addr, srv.Login).HeartbeatLag(ctx); err == nil {
+			srv.Lag = lag
+		}
+	}
+	srv.CloneGTID = r.cloneGTID(ctx, pod.Status.PodIP)
+	return srv
 }
 
 // initializing reports whether the pod's init containers have not all finished: its
