@@ -383,8 +383,8 @@ func decideFirstMaster(s Snapshot, p *Plan) string {
 		return ""
 	}
 	if len(silent) > 0 {
-		p.Held = fmt.Sprintf("no recorded master: waiting for %v to answer before choosing the first one", silent)
-		p.Reasons = append(p.Reasons, p.Held)
+		p.Wait = fmt.Sprintf("no recorded master: waiting for %v to answer before choosing the first one", silent)
+		p.Reasons = append(p.Reasons, p.Wait)
 		return ""
 	}
 	if len(reachable) == 0 {
