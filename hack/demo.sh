@@ -71,7 +71,7 @@ step "Install replicant exactly as a user would (cert-manager issues the webhook
 t=$(date +%s)
 run kubectl apply -k manifests/
 run kubectl -n replicant-system rollout status deployment/replicant --timeout=180s
-wait_for 120 "the webhook's CA bundle (cert-manager cainjector)" \
+wait_for 120 "the webhook's CA bundle (set by the manager from cert-manager's CA)" \
   test -n "$(kubectl get mutatingwebhookconfiguration replicant -o jsonpath='{.webhooks[0].clientConfig.caBundle}')"
 echo "replicant installed in $(( $(date +%s) - t ))s"
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -35,6 +36,7 @@ type managerFlags struct {
 	webhookHost             string
 	webhookPort             int
 	webhookCertDir          string
+	webhookConfiguration    string
 	image                   string
 	imagePullPolicy         string
 	probeInterval           time.Duration
@@ -67,6 +69,8 @@ serve the webhook.`,
 	fl.StringVar(&f.webhookHost, "webhook-host", "", "address the webhook server binds to (default: all)")
 	fl.IntVar(&f.webhookPort, "webhook-port", 9443, "port of the admission webhook server")
 	fl.StringVar(&f.webhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory holding the webhook's tls.crt and tls.key")
+	fl.StringVar(&f.webhookConfiguration, "webhook-configuration", "replicant",
+		"the MutatingWebhookConfiguration whose caBundle the manager keeps (from ca.crt in --webhook-cert-dir)")
 	fl.StringVar(&f.image, "replicant-image", os.Getenv("REPLICANT_IMAGE"),
 		"image injected as replicant-install (default: $REPLICANT_IMAGE, else the image of this pod's manager container, read from the API at start)")
 	fl.StringVar(&f.imagePullPolicy, "replicant-image-pull-policy", string(corev1.PullIfNotPresent), "pull policy of the injected replicant image")
@@ -133,6 +137,10 @@ func runManager(ctx context.Context, f managerFlags) error {
 	webhook.Register(mgr.GetWebhookServer(), admission.NewDecoder(mgr.GetScheme()), inject.Config{
 		Image: f.image, ImagePullPolicy: policy, Version: version,
 	})
+	if err := mgr.Add(&webhook.CABundleKeeper{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: f.webhookConfiguration,
+		CAFile: filepath.Join(f.webhookCertDir, "ca.crt")}); err != nil {
+		return err
+	}
 	addressing := failover.SourceAddressing(f.sourceAddressing)
 	if addressing != failover.SourceReportHost && addressing != failover.SourcePodIP {
 		return fmt.Errorf("--source-addressing %q: allowed: report-host, pod-ip", f.sourceAddressing)

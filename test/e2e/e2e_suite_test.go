@@ -68,7 +68,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	Eventually(func() (string, error) {
 		return kubectl("get", "mutatingwebhookconfiguration", "replicant", "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}")
-	}).WithTimeout(2*time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty(), "cert-manager's cainjector fills the webhook's CA bundle")
+	}).WithTimeout(2*time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty(), "the manager fills the webhook's CA bundle from cert-manager's CA")
 
 	By("a client pod with the MariaDB client")
 	mustKubectl("run", "client", "--image=mariadb:10.11", "--restart=Never", "--command", "--", "sleep", "7200")

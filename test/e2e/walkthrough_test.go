@@ -354,7 +354,7 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		Expect(err).NotTo(HaveOccurred())
 		Eventually(func() (string, error) {
 			return kubectl("get", "mutatingwebhookconfiguration", "replicant", "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}")
-		}).WithTimeout(2*time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty(), "cert-manager's cainjector fills the helm-installed webhook's CA bundle")
+		}).WithTimeout(2*time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty(), "the manager fills the helm-installed webhook's CA bundle")
 
 		By("the helm-installed webhook injects a new StatefulSet (server-side dry run)")
 		example := readExample()

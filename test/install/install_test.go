@@ -147,10 +147,15 @@ func TestRenderedObjectsKeepTheirPromises(t *testing.T) {
 		t.Errorf("manager args %v lack --leader-elect", manager.Args)
 	}
 	hook := typed[admissionv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration")
-	if hook.Annotations["cert-manager.io/inject-ca-from"] != namespace+"/replicant-webhook" {
-		t.Errorf("CA injection annotation = %q", hook.Annotations["cert-manager.io/inject-ca-from"])
+	// The manager keeps the CA bundle (webhook/cabundle.go); cert-manager's
+	// cainjector must not rewrite the object (it would drop matchConditions).
+	if _, ok := hook.Annotations["cert-manager.io/inject-ca-from"]; ok {
+		t.Errorf("the webhook configuration asks cert-manager's cainjector to rewrite it")
 	}
 	w := hook.Webhooks[0]
+	if len(w.MatchConditions) != 1 || !strings.Contains(w.MatchConditions[0].Expression, "system:serviceaccount:"+namespace+":replicant") {
+		t.Errorf("matchConditions = %+v, want the manager's own ServiceAccount left out", w.MatchConditions)
+	}
 	if *w.FailurePolicy != admissionv1.Fail || *w.SideEffects != admissionv1.SideEffectClassNone || *w.TimeoutSeconds > 10 {
 		t.Errorf("webhook policy: failure %s, side effects %s, timeout %d", *w.FailurePolicy, *w.SideEffects, *w.TimeoutSeconds)
 	}
