@@ -167,9 +167,9 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 				}
 			}
 		}
-		fmt.Fprintf(GinkgoWriter, "partition of %s: it fenced itself after %v; %s master after %v; healed after %v; outside client: %d acknowledged, %d failed; inside client: %d acknowledged (%d after the cut); lost: outside %d, inside %d; %d read_only polls, %d with two writable servers\n",
+		AddReportEntry("partition", fmt.Sprintf("partition of %s: it fenced itself after %v; %s master after %v; healed after %v; outside client: %d acknowledged, %d failed; inside client: %d acknowledged (%d after the cut); lost: outside %d, inside %d; %d read_only polls, %d with two writable servers",
 			old, fencedAfter, final, failedOver.Round(time.Millisecond), healedAt.Sub(cutAt).Round(time.Millisecond),
-			len(outsideAcked), refused, len(insideAcked), insideAfterCut, lostOutside, lostInside, polls, double)
+			len(outsideAcked), refused, len(insideAcked), insideAfterCut, lostOutside, lostInside, polls, double), ReportEntryVisibilityAlways)
 		Expect(lostOutside+lostInside).To(BeZero(), "acknowledged writes missing on the final master %s", final)
 		Expect(double).To(BeZero(), "instants with two writable servers")
 		Expect(fencedAfter).To(BeNumerically(">", 0), "the cut-off master was never seen read-only")
