@@ -169,3 +169,10 @@ func partition(pod, onOff string) {
 	GinkgoHelper()
 	Expect(cluster("partition", ns, pod, onOff)).To(Succeed())
 }
+
+// managerLeader is the manager pod holding the leader Lease.
+func managerLeader() string {
+	GinkgoHelper()
+	holder := mustKubectl("-n", "replicant-system", "get", "lease", "replicant-manager.replicant.dev", "-o", "jsonpath={.spec.holderIdentity}")
+	return strings.SplitN(strings.TrimSpace(holder), "_", 2)[0]
+}

@@ -182,6 +182,56 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		expectRowsEverywhere(outsideAcked)
 	})
 
+	It("keeps its master and loses nothing when the leading manager's pod is cut off; the other manager takes over", func() {
+		eventuallySettled(3, time.Minute)
+		m := master()
+		leader := managerLeader()
+		checker := startReadOnlyChecker(75)
+		w := startWriter("ctrl-cut", 250)
+		time.Sleep(3 * time.Second)
+		cutAt := time.Now()
+		Expect(cluster("partition", "replicant-system", leader, "on")).To(Succeed())
+		DeferCleanup(func() { _ = cluster("partition", "replicant-system", leader, "off") })
+		// The master's write lease is no longer renewed: it fences itself. The other
+		// manager wins the leader Lease once the cut one's has expired, and opens
+		// writes on the same master again: no failover, nothing lost.
+		Eventually(func() string {
+			out, _ := kubectl("-n", "replicant-system", "get", "lease", "replicant-manager.replicant.dev", "-o", "jsonpath={.spec.holderIdentity}")
+			return strings.SplitN(strings.TrimSpace(out), "_", 2)[0]
+		}).WithTimeout(2 * time.Minute).WithPolling(time.Second).ShouldNot(Or(BeEmpty(), Equal(leader)))
+		newLeaderAfter := time.Since(cutAt)
+		Eventually(func() error {
+			_, err := sql(sts+"-master", "INSERT INTO orders (note, server) VALUES ('ctrl-cut-probe', @@hostname)")
+			return err
+		}).WithTimeout(time.Minute).WithPolling(500 * time.Millisecond).Should(Succeed())
+		writableAfter := time.Since(cutAt)
+		Expect(cluster("partition", "replicant-system", leader, "off")).To(Succeed())
+		acked, _, lines := w.wait()
+		polls, double, timelines := checker.result()
+		fencedAfter := time.Duration(-1)
+		for _, s := range timelines[m] {
+			if s.at > cutAt.UnixMilli() && s.answered && !s.writable {
+				fencedAfter = time.Duration(s.at-cutAt.UnixMilli()) * time.Millisecond
+				break
+			}
+		}
+		failed := 0
+		for _, l := range lines {
+			if f := strings.Fields(l); len(f) >= 2 && f[1] == "fail" {
+				failed++
+			}
+		}
+		lost := missingOn(master(), acked)
+		AddReportEntry("controller cut", fmt.Sprintf("leading manager %s cut off: master %s fenced itself after %v; new leader after %v; writes accepted again after %v; %d acknowledged, %d failed, %d lost; %d read_only polls, %d with two writable servers",
+			leader, m, fencedAfter, newLeaderAfter.Round(time.Millisecond), writableAfter.Round(time.Millisecond), len(acked), failed, lost, polls, double), ReportEntryVisibilityAlways)
+		Expect(master()).To(Equal(m), "a controller that lost its path is no reason to fail over")
+		Expect(lost).To(BeZero())
+		Expect(double).To(BeZero(), "instants with two writable servers")
+		eventuallySettled(3, 2*time.Minute)
+		mustKubectl("-n", "replicant-system", "rollout", "status", "deployment/replicant", "--timeout=170s")
+		expectRowsEverywhere(acked)
+	})
+
 	It("keeps every acknowledged write when the master's server is SIGKILLed (OOM) and restarts in place", func() {
 		old := master()
 		w := startWriter("crash", 150)
