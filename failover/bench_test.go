@@ -29,8 +29,12 @@ func BenchmarkFailoverAndTakeover(b *testing.B) {
 	if d, err := time.ParseDuration(os.Getenv("REPLICANT_BENCH_PROBE_INTERVAL")); err == nil && d > 0 {
 		interval = d
 	}
-	b.Logf("probe interval %v", interval)
-	cl := managed.StartWith(b, 3, managed.Options{Addressing: failover.SourcePodIP, AntiFlap: time.Millisecond, ProbeInterval: interval})
+	lease := 3 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("REPLICANT_BENCH_WRITE_LEASE")); err == nil && d > 0 {
+		lease = d
+	}
+	b.Logf("probe interval %v, write lease %v", interval, lease)
+	cl := managed.StartWith(b, 3, managed.Options{Addressing: failover.SourcePodIP, AntiFlap: time.Millisecond, ProbeInterval: interval, WriteLease: lease})
 	all := map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}
 	cl.Eventually("bootstrap", cl.Want(all))
 	settled := func() {

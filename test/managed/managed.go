@@ -61,6 +61,8 @@ type Options struct {
 	AntiFlap time.Duration
 	// probeInterval, when set, replaces the tests' 300 ms.
 	ProbeInterval time.Duration
+	// WriteLease, when set, replaces the default 3 s write lease.
+	WriteLease time.Duration
 }
 
 func StartWith(t testing.TB, n int, o Options) *Cluster {
@@ -136,7 +138,7 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 		t.Fatal(err)
 	}
 	r := &failover.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("replicant"),
-		Options: failover.Options{ProbeInterval: o.ProbeInterval, Addressing: o.Addressing, AntiFlap: o.AntiFlap}}
+		Options: failover.Options{ProbeInterval: o.ProbeInterval, Addressing: o.Addressing, AntiFlap: o.AntiFlap, WriteLease: o.WriteLease}}
 	if r.Options.ProbeInterval == 0 {
 		r.Options.ProbeInterval = 300 * time.Millisecond
 	}
