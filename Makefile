@@ -85,7 +85,8 @@ helm:
 
 ## bench: admission latency (p50/p99); a 1 GiB clone through replicant versus a bare
 ## mariadb-backup | mbstream pipe (ratio; REPLICANT_BENCH_MIB sets the size); failover
-## (SIGKILL -> writable) and takeover writes-blocked over 10 rounds (REPLICANT_BENCH_ROUNDS)
+## (SIGKILL -> writable) and takeover writes-blocked over 10 rounds (REPLICANT_BENCH_ROUNDS,
+## REPLICANT_BENCH_PROBE_INTERVAL, REPLICANT_BENCH_WRITE_LEASE)
 bench: deps
 	go test -run '^$$' -bench . -benchmem -benchtime 5000x ./inject/ ./webhook/
 	go test -run '^$$' -bench CloneVersusPipe -benchtime 1x -timeout 30m ./sidecar/
