@@ -76,6 +76,18 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 	if master != nil && master.Reachable && plan.Bootstrap == "" {
 		if err := r.grantLease(ctx, key, *master, creds); err != nil && !errors.Is(err, errLeaseUnsupported) {
 			r.warnOnce(sts, EventLeaseRenewalFailed, fmt.Sprintf("renewing master %s's write lease: %v (it fences itself when the lease runs out)", master.Pod, err))
+			// A sidecar that cannot hold the lease could not fence its server either:
+			// the controller does, before half the lease is gone, so that no master
+			// is writable without a lease that protects the next failover.
+			r.mu.Lock()
+			g := r.mem(key).lease
+			r.mu.Unlock()
+			if !master.State.ReadOnly && (g.pod != master.Pod || time.Since(g.at) > r.Options.WriteLease/2) {
+				if _, ferr := sidecar.Fence(ctx, r.pool(master.Addr, master.Login)); ferr != nil {
+					return fmt.Errorf("master %s holds no write lease and could not be fenced: %w", master.Pod, ferr)
+				}
+				return fmt.Errorf("master %s fenced: its sidecar holds no write lease (%v); writes reopen once it does", master.Pod, err)
+			}
 		}
 	}
 	switch {

@@ -270,3 +270,30 @@ func startLocalWriter(s *mariadb.Server, base int) *writer {
 	}()
 	return w
 }
+
+// TestMasterWithoutALeaseIsFencedByTheController: the master's sidecar dies, so its
+// write lease can be neither renewed nor enforced; the controller, which still reaches
+// the server, fences it itself (no master is writable without a lease that protects
+// the next failover), and reopens it when a new sidecar holds the lease again.
+func TestMasterWithoutALeaseIsFencedByTheController(t *testing.T) {
+	cl := managed.Start(t, 3)
+	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	cl.StopSidecar("db-0")
+	cl.Eventually("db-0 fenced by the controller", func() error {
+		if !cl.ReadOnly(cl.Servers[0]) {
+			return fmt.Errorf("db-0 still writable")
+		}
+		return nil
+	})
+	cl.EventWith("ActionFailed", "holds no write lease")
+	if m := cl.Master(); m != "db-0" {
+		t.Errorf("failed over to %s: the master answers, only its sidecar is gone", m)
+	}
+	cl.RestartSidecar("db-0")
+	cl.Eventually("db-0 writable again", func() error {
+		if cl.ReadOnly(cl.Servers[0]) {
+			return fmt.Errorf("db-0 still read-only")
+		}
+		return nil
+	})
+}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,7 +48,16 @@ type Cluster struct {
 	Servers []*mariadb.Server
 	// Env is the control plane (its Config reaches the apiserver as admin).
 	Env *controlplane.Env
+
+	sidecars map[string]func() // stops each pod's sidecar
 }
+
+// StopSidecar stops a pod's sidecar (its container died); RestartSidecar starts a new
+// one, which holds no lease.
+func (cl *Cluster) StopSidecar(pod string) { cl.sidecars[pod]() }
+
+// RestartSidecar starts a stopped pod's sidecar again.
+func (cl *Cluster) RestartSidecar(pod string) { cl.sidecars[pod] = StartSidecar(cl.T, cl.Server(pod)) }
 
 func Start(t testing.TB, n int) *Cluster {
 	return StartWith(t, n, Options{Addressing: failover.SourcePodIP})
@@ -100,8 +110,9 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 		}}); err != nil {
 		t.Fatal(err)
 	}
+	sidecars := map[string]func(){}
 	for _, s := range servers {
-		StartSidecar(t, s)
+		sidecars[s.Name] = StartSidecar(t, s)
 	}
 	for i, s := range servers {
 		pod := &corev1.Pod{
@@ -149,7 +160,7 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mgrCtx) }()
 	t.Cleanup(func() { stop(); <-done })
-	return &Cluster{T: t, Ctx: ctx, C: c, Sts: sts, Servers: servers, Env: env}
+	return &Cluster{T: t, Ctx: ctx, C: c, Sts: sts, Servers: servers, Env: env, sidecars: sidecars}
 }
 
 // Admin and Backup are replicant's accounts in the test clusters' credentials Secret.
@@ -159,8 +170,10 @@ var (
 )
 
 // StartSidecar serves a real sidecar for s on s.Host:8080, as the pod's sidecar
-// container does (write leases, self-fencing, /status), until the test ends.
-func StartSidecar(t testing.TB, s *mariadb.Server) {
+// container does (write leases, self-fencing, /status), until the test ends or the
+// returned stop is called (a sidecar container that died; StartSidecar again restarts
+// it, holding no lease, as a restarted container does).
+func StartSidecar(t testing.TB, s *mariadb.Server) (stop func()) {
 	t.Helper()
 	srv, err := sidecar.NewServer(sidecar.ServeConfig{Datadir: s.Datadir, ServerAddr: s.Addr(),
 		BackupUser: Backup.Name, BackupPassword: Backup.Password, AdminUser: Admin.Name, AdminPassword: Admin.Password,
@@ -173,16 +186,21 @@ func StartSidecar(t testing.TB, s *mariadb.Server) {
 		t.Fatal(err)
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	go hs.Serve(l)
 	fenced := make(chan struct{})
 	go func() { defer close(fenced); srv.KeepFenced(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		<-fenced
-		hs.Close()
-		srv.Close()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-fenced
+			hs.Close()
+			srv.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // eventually retries check every 200ms for at most 60s.
