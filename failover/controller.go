@@ -98,6 +98,35 @@ type memory struct {
 	// reported once.
 	warnedHeadless bool
 	lastWarning    map[string]string
+	// master and creds: the recorded master's address and replicant's credentials at
+	// the last full round, for renewFromMemory.
+	master Server
+	creds  Credentials
+}
+
+// rememberMaster keeps the recorded master's address and the credentials, for the
+// rounds that cannot reach the API (renewFromMemory).
+func (r *Reconciler) rememberMaster(key types.NamespacedName, master string, pods []corev1.Pod, creds Credentials) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	mem := r.mem(key)
+	mem.master, mem.creds = Server{}, creds
+	for _, pod := range pods {
+		if pod.Name == master && pod.Status.PodIP != "" {
+			mem.master = Server{Pod: pod.Name, Addr: net.JoinHostPort(pod.Status.PodIP, "3306")}
+		}
+	}
+}
+
+// renewFromMemory renews the write lease of the master the last full round recorded.
+func (r *Reconciler) renewFromMemory(ctx context.Context, key types.NamespacedName) {
+	r.mu.Lock()
+	mem := r.mem(key)
+	master, creds, down := mem.master, mem.creds, !mem.downSince.IsZero()
+	r.mu.Unlock()
+	if master.Pod != "" && !down {
+		_ = r.grantLease(ctx, key, master, creds)
+	}
 }
 
 // renewFirst renews the recorded master's write lease before the round's probes,
@@ -216,12 +245,22 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // probe interval.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
+	// Without the API (an apiserver outage, a setup error) the round cannot decide
+	// anything, but the master it last recorded keeps its write lease, on schedule:
+	// an apiserver blip must not stop the databases' writes. Nothing else can change
+	// the master meanwhile: every decision needs the state, in the API.
+	unavailable := func(err error) (ctrl.Result, error) {
+		logger.Error(err, "this round cannot read or write the API; the last recorded master keeps its lease", "cluster", req.Name)
+		r.renewFromMemory(ctx, req.NamespacedName)
+		return ctrl.Result{RequeueAfter: r.Options.ProbeInterval}, nil
+	}
 	sts := &appsv1.StatefulSet{}
 	if err := r.Reader.Get(ctx, req.NamespacedName, sts); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.forget(req.NamespacedName)
+			return ctrl.Result{}, nil
 		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return unavailable(err)
 	}
 	if !inject.Enabled(sts) || !sts.DeletionTimestamp.IsZero() {
 		r.forget(req.NamespacedName)
@@ -234,20 +273,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	creds, err := ensureSecret(ctx, r.Client, sts, opts.CredentialsSecret)
 	if err != nil {
-		return ctrl.Result{}, err
+		return unavailable(err)
 	}
 	if err := ensureServices(ctx, r.Client, sts); err != nil {
-		return ctrl.Result{}, err
+		return unavailable(err)
 	}
 	r.checkHeadlessService(ctx, req.NamespacedName, sts)
 	st, err := loadState(ctx, r.Reader, sts)
 	if err != nil {
 		r.warnOnce(sts, "StateUnreadable", err.Error())
-		return ctrl.Result{}, err
+		return unavailable(err)
 	}
 	pods, err := r.members(ctx, sts)
 	if err != nil {
-		return ctrl.Result{}, err
+		return unavailable(err)
 	}
 
 	// The master's write lease is renewed first thing in the round as well as in the
@@ -267,6 +306,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		logger.Error(err, "acting on the plan", "cluster", sts.Name)
 		r.Recorder.Event(sts, corev1.EventTypeWarning, "ActionFailed", err.Error())
 	}
+	r.rememberMaster(req.NamespacedName, st.Master, pods, creds)
 	if err := r.publish(ctx, sts, pods, snap, plan); err != nil {
 		return ctrl.Result{}, err
 	}

@@ -3,10 +3,7 @@ package failover_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,101 +15,20 @@ import (
 	"github.com/replicant-dev/replicant/test/mariadb"
 )
 
-// proxy forwards a loopback address's ports 3306 (the server) and 8080 (its sidecar)
-// to a pod's; cut() drops every connection and refuses new ones, like a network
-// path that broke.
-type proxy struct {
-	addr   string
-	target string
-	ls     []net.Listener
-	mu     sync.Mutex
-	conns  []net.Conn
-}
-
-func newProxy(t testing.TB, targetHost string) *proxy {
-	var l, side net.Listener
-	var err error
-	for i := 0; i < 50; i++ {
-		host := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
-		if l, err = net.Listen("tcp", net.JoinHostPort(host, "3306")); err != nil {
-			continue
-		}
-		if side, err = net.Listen("tcp", net.JoinHostPort(host, "8080")); err == nil {
-			break
-		}
-		l.Close()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{addr: l.Addr().(*net.TCPAddr).IP.String(), target: targetHost, ls: []net.Listener{l, side}}
-	go p.forward(l, net.JoinHostPort(targetHost, "3306"))
-	go p.forward(side, net.JoinHostPort(targetHost, "8080"))
-	t.Cleanup(p.cut)
-	return p
-}
-
-// heal restores the path after a cut: the same address forwards again.
-func (p *proxy) heal(t testing.TB) {
-	t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.ls = nil
-	for _, port := range []string{"3306", "8080"} {
-		l, err := net.Listen("tcp", net.JoinHostPort(p.addr, port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.ls = append(p.ls, l)
-		go p.forward(l, net.JoinHostPort(p.target, port))
-	}
-}
-
-func (p *proxy) forward(l net.Listener, target string) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.DialTimeout("tcp", target, time.Second)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		go func() { io.Copy(up, c); up.Close() }()
-		go func() { io.Copy(c, up); c.Close() }()
-	}
-}
-
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, l := range p.ls {
-		l.Close()
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 // TestControllerAloneLosingTheMasterDoesNotFailOver: the controller reaches the
 // master through a path that breaks; the replicas, replicating from the master's
 // report_host, still receive from it. No failover; the master, whose write lease the
 // controller can no longer renew, fences itself.
 func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
-	var path *proxy
+	var path *managed.Proxy
 	cl := managed.StartWith(t, 3, managed.Options{
 		Addressing: failover.SourceReportHost,
 		PodIP: func(s *mariadb.Server) string {
 			if s.Name != "db-0" {
 				return s.Host
 			}
-			path = newProxy(t, s.Host)
-			return path.addr
+			path = managed.NewProxy(t, s.Host, "3306", "8080")
+			return path.Addr
 		},
 	})
 	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
@@ -125,7 +41,7 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.Event("HeadlessServiceFragile")
-	path.cut()
+	path.Cut()
 	cl.Event("FailoverHeld")
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
 		if m := cl.Master(); m != "db-0" {
@@ -158,27 +74,27 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 // the new master, and at no poll (every 10 ms, from inside every partition) are two
 // servers writable, also when the path heals.
 func TestIsolatedMasterAcknowledgesNothingAFailoverLoses(t *testing.T) {
-	var path *proxy
+	var path *managed.Proxy
 	cl := managed.StartWith(t, 3, managed.Options{
 		Addressing: failover.SourcePodIP,
 		PodIP: func(s *mariadb.Server) string {
 			if s.Name != "db-0" {
 				return s.Host
 			}
-			path = newProxy(t, s.Host)
-			return path.addr
+			path = managed.NewProxy(t, s.Host, "3306", "8080")
+			return path.Addr
 		},
 	})
 	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
 	createApp(cl)
 	checker := startChecker(cl)
-	outside := startWriterVia(cl, map[string]string{"db-0": net.JoinHostPort(path.addr, "3306")})
+	outside := startWriterVia(cl, map[string]string{"db-0": net.JoinHostPort(path.Addr, "3306")})
 	inside := startLocalWriter(cl.Servers[0], 10_000_000)
 	outside.waitFor("writes flowing", 100)
 
 	cutAt := time.Now()
 	insideBefore := inside.count.Load()
-	path.cut()
+	path.Cut()
 	old := cl.Servers[0]
 	var fencedAfter time.Duration
 	cl.Eventually("the isolated master fences itself", func() error {
@@ -193,7 +109,7 @@ func TestIsolatedMasterAcknowledgesNothingAFailoverLoses(t *testing.T) {
 	outside.waitFor("writes on the new master", 100)
 	insideAfterCut := inside.count.Load() - insideBefore
 
-	path.heal(t)
+	path.Heal(t)
 	cl.Eventually("the old master back as a replica or quarantined", func() error {
 		top, err := cl.Topology()
 		if err != nil {
@@ -296,4 +212,24 @@ func TestMasterWithoutALeaseIsFencedByTheController(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestAPIServerOutageKeepsTheMasterWritable: the controller loses the apiserver for
+// a few seconds (longer than the write lease): it cannot decide anything then, but
+// it keeps renewing the lease of the master it last recorded, so the master stays
+// writable throughout; nothing changes when the API is back.
+func TestAPIServerOutageKeepsTheMasterWritable(t *testing.T) {
+	cl := managed.StartWith(t, 3, managed.Options{Addressing: failover.SourcePodIP, APIProxy: true})
+	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	cl.API.Cut()
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if cl.ReadOnly(cl.Servers[0]) {
+			t.Fatalf("the master was fenced during an apiserver outage of the controller")
+		}
+	}
+	cl.API.Heal(t)
+	cl.Eventually("settled again", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	if cl.ReadOnly(cl.Servers[0]) || cl.Master() != "db-0" {
+		t.Errorf("master %s, read-only %v after the outage", cl.Master(), cl.ReadOnly(cl.Servers[0]))
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -50,6 +52,8 @@ type Cluster struct {
 	Env *controlplane.Env
 
 	sidecars map[string]func() // stops each pod's sidecar
+	// API is the manager's path to the apiserver (Options.APIProxy), else nil.
+	API *Proxy
 }
 
 // StopSidecar stops a pod's sidecar (its container died); RestartSidecar starts a new
@@ -73,6 +77,9 @@ type Options struct {
 	ProbeInterval time.Duration
 	// WriteLease, when set, replaces the default 3 s write lease.
 	WriteLease time.Duration
+	// APIProxy puts a Proxy between the manager and the apiserver (Cluster.API), so
+	// that a test can take the API away from the controller alone.
+	APIProxy bool
 }
 
 func StartWith(t testing.TB, n int, o Options) *Cluster {
@@ -135,7 +142,19 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 	}
 
 	managed, _ := labels.Parse(inject.LabelCluster)
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+	mgrConfig := env.Config
+	var api *Proxy
+	if o.APIProxy {
+		u, err := url.Parse(env.Config.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		api = NewProxy(t, u.Hostname(), u.Port())
+		mgrConfig = rest.CopyConfig(env.Config)
+		mgrConfig.Host = "https://" + net.JoinHostPort(api.Addr, u.Port())
+		mgrConfig.TLSClientConfig.ServerName = u.Hostname() // the serving certificate's name
+	}
+	mgr, err := ctrl.NewManager(mgrConfig, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -160,7 +179,7 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mgrCtx) }()
 	t.Cleanup(func() { stop(); <-done })
-	return &Cluster{T: t, Ctx: ctx, C: c, Sts: sts, Servers: servers, Env: env, sidecars: sidecars}
+	return &Cluster{T: t, Ctx: ctx, C: c, Sts: sts, Servers: servers, Env: env, sidecars: sidecars, API: api}
 }
 
 // Admin and Backup are replicant's accounts in the test clusters' credentials Secret.
