@@ -169,38 +169,13 @@ wait_for 240 "$old back as a healthy replica" settled 3
 run kubectl logs "$old" -c replicant-clone
 run replicant topology -a db.default
 
-step "5b. The master's node is lost: its server is killed and its pod force-deleted"
-old=$(master)
-# lose_node POD: the server stops answering (SIGKILL from the node, as a dead node
-# stops it) and the pod object is removed (as the node lifecycle controller does).
-# The node is cordoned first: as with a really lost node, the replacement pod cannot
-# start until the node is back (here it would restart in place at once).
-node=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
-lose_node() { run kubectl cordon "$node" && run "$cluster" crash "$NS" "$1" mariadb && run kubectl delete pod "$1" --grace-period=0 --force; }
-under_load force "node lost" lose_node "$old"
-echo "the node is back:"
-run kubectl uncordon "$node"
-quarantined() { kubectl get pod "$old" -o jsonpath='{.metadata.annotations.replicant\.dev/status}' | grep -q errantGTIDs; }
-back_or_quarantined() { settled 3 || quarantined; }
-wait_for 240 "$old back as a replica (or quarantined)" back_or_quarantined
-if quarantined; then
-  echo "$old came back holding a transaction no replica received (never acknowledged: semi-sync);"
-  echo "it is quarantined, never overwritten. The way back is a re-clone:"
-  run kubectl get events --field-selector reason=ErrantTransactions -o custom-columns=MESSAGE:.message
-  run kubectl delete pvc "data-$old" --wait=false
-  run kubectl delete pod "$old"
-  wait_for 240 "$old re-cloned as a healthy replica" settled 3
-fi
-run kubectl get events --field-selector reason=Failover -o custom-columns=MESSAGE:.message
-run kubectl logs "$old" -c replicant-clone
-run kubectl get pods -L replicant.dev/role,replicant.dev/healthy
-run replicant topology -a db.default
-
-step "5c. The master's network is cut off for 25 s, with a client on each side"
+step "5b. The master's network is cut off for 25 s, with a client on each side"
 echo "(every packet of its pod's network namespace but loopback dropped; one client writes through"
 echo " db-master from outside, one from inside the master's pod to 127.0.0.1: commits there wait for"
 echo " a replica that never answers, its write lease runs out and its sidecar fences it)"
 old=$(master)
+quarantined() { kubectl get pod "$old" -o jsonpath='{.metadata.annotations.replicant\.dev/status}' | grep -q errantGTIDs; }
+back_or_quarantined() { settled 3 || quarantined; }
 inside_log=/tmp/replicant-demo-inside.log
 kubectl exec "$old" -c mariadb -- bash -c 'end=$((SECONDS+40)); i=0; while [ $SECONDS -lt $end ]; do i=$((i+1))
   if timeout 5 mariadb -h127.0.0.1 -uapp -p'"$APP_PW"' --connect-timeout=1 -N shop \
@@ -225,6 +200,43 @@ if quarantined; then
   wait_for 240 "$old re-cloned as a healthy replica" settled 3
 fi
 run kubectl get events --field-selector reason=Failover -o custom-columns=MESSAGE:.message
+run replicant topology -a db.default
+
+step "5c. The master's node is lost: its server is killed and its pod force-deleted"
+old=$(master)
+# lose_node POD: the server stops answering (SIGKILL from the node, as a dead node
+# stops it) and the pod object is removed (as the node lifecycle controller does).
+# The node is cordoned first: as with a really lost node, the replacement pod cannot
+# start until the node is back (here it would restart in place at once).
+node=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
+lose_node() { run kubectl cordon "$node" && run "$cluster" crash "$NS" "$1" mariadb && run kubectl delete pod "$1" --grace-period=0 --force; }
+# Within minutes of 5b's failover, the anti-flapping window holds the automatic one
+# (a FailoverHeld Warning says why); a person asks, as orchestrator's users do.
+held_anti_flap() { kubectl get events --field-selector reason=FailoverHeld -o jsonpath='{.items[*].message}' | grep -q anti-flapping; }
+new_master_or_held() { { m=$(master) && [ -n "$m" ] && [ "$m" != "$old" ]; } || held_anti_flap; }
+lose_node_then_ask() {
+  lose_node "$1"
+  wait_for 60 "a failover or a hold" new_master_or_held
+  if ! { m=$(master) && [ -n "$m" ] && [ "$m" != "$old" ]; }; then
+    run kubectl get events --field-selector reason=FailoverHeld -o custom-columns=MESSAGE:.message
+    run replicant force-master-failover -a db.default
+  fi
+}
+under_load force "node lost" lose_node_then_ask "$old"
+echo "the node is back:"
+run kubectl uncordon "$node"
+wait_for 240 "$old back as a replica (or quarantined)" back_or_quarantined
+if quarantined; then
+  echo "$old came back holding a transaction no replica received (never acknowledged: semi-sync);"
+  echo "it is quarantined, never overwritten. The way back is a re-clone:"
+  run kubectl get events --field-selector reason=ErrantTransactions -o custom-columns=MESSAGE:.message
+  run kubectl delete pvc "data-$old" --wait=false
+  run kubectl delete pod "$old"
+  wait_for 240 "$old re-cloned as a healthy replica" settled 3
+fi
+run kubectl get events --field-selector reason=Failover -o custom-columns=MESSAGE:.message
+run kubectl logs "$old" -c replicant-clone
+run kubectl get pods -L replicant.dev/role,replicant.dev/healthy
 run replicant topology -a db.default
 
 step "6. Every acknowledged row is on every server"
