@@ -182,6 +182,40 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		expectRowsEverywhere(outsideAcked)
 	})
 
+	It("keeps writing on the master when a replica's network is cut; the replica leaves db-replicas and comes back", func() {
+		eventuallySettled(3, time.Minute)
+		m := master()
+		replica := "db-1"
+		if m == replica {
+			replica = "db-2"
+		}
+		checker := startReadOnlyChecker(45)
+		w := startWriter("replica-cut", 200)
+		time.Sleep(2 * time.Second)
+		partition(replica, "on")
+		DeferCleanup(func() { _ = cluster("partition", ns, replica, "off") })
+		Eventually(func() []string { return serviceEndpoints(sts + "-replicas") }).WithTimeout(30 * time.Second).
+			WithPolling(500 * time.Millisecond).ShouldNot(ContainElement(replica))
+		time.Sleep(10 * time.Second)
+		partition(replica, "off")
+		acked, _, lines := w.wait()
+		polls, double, _ := checker.result()
+		failed := 0
+		for _, l := range lines {
+			if f := strings.Fields(l); len(f) >= 2 && f[1] == "fail" {
+				failed++
+			}
+		}
+		AddReportEntry("replica cut", fmt.Sprintf("replica %s cut off for ~15 s: master %s kept writing: %d acknowledged, %d failed; %d read_only polls, %d with two writable servers",
+			replica, m, len(acked), failed, polls, double), ReportEntryVisibilityAlways)
+		Expect(master()).To(Equal(m))
+		Expect(double).To(BeZero())
+		Expect(failed).To(BeNumerically("<", len(lines)/10), "writes kept flowing through db-master: %v", lines)
+		eventuallySettled(3, 2*time.Minute)
+		Expect(serviceEndpoints(sts + "-replicas")).To(ContainElement(replica))
+		expectRowsEverywhere(acked)
+	})
+
 	It("keeps its master and loses nothing when the leading manager's pod is cut off; the other manager takes over", func() {
 		eventuallySettled(3, time.Minute)
 		m := master()
