@@ -43,8 +43,10 @@ type Server struct {
 	State     mysql.State
 	// Lag is the heartbeat lag of a replica (-1 when unknown).
 	Lag time.Duration
-	// CloneGTID is the position a clone of this pod ended at, when known.
-	CloneGTID string
+	// CloneGTID is the position a clone of this pod ended at; CloneKnown says its
+	// sidecar answered (CloneGTID "" then means: not cloned).
+	CloneGTID  string
+	CloneKnown bool
 	// Detached: a reset-replica request detached this replica; it is not repointed
 	// until the pod's detached annotation is removed. ResetRequested: the request is
 	// pending on the pod.
@@ -246,6 +248,16 @@ func Decide(s Snapshot) Plan {
 		if s.Quarantined[srv.Pod] != "" {
 			p.Unquarantine = append(p.Unquarantine, srv.Pod)
 			p.Reasons = append(p.Reasons, fmt.Sprintf("%s no longer holds errant transactions (re-cloned): it rejoins", srv.Pod))
+		}
+		if !pointsAt(srv, *master) && srv.State.Replica == nil && srv.State.BinlogState.Empty() && !srv.CloneKnown {
+			// A server that never replicated, with an empty binlog: a fresh clone,
+			// whose replication must start where the clone ended, which only its
+			// sidecar knows. Started from anywhere else it would apply transactions
+			// its data already holds (found by the demo: duplicate keys on the
+			// heartbeat table, both replicas stopped).
+			p.Healthy[srv.Pod] = false
+			p.Reasons = append(p.Reasons, fmt.Sprintf("%s: waiting for its sidecar to say where its clone ended before it replicates", srv.Pod))
+			continue
 		}
 		if !pointsAt(srv, *master) {
 			p.Repoint = append(p.Repoint, srv.Pod)

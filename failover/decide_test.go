@@ -23,7 +23,7 @@ func gtids(t *testing.T, s string) mysql.GTIDSet {
 // srv builds an observed server: "rw"/"ro", its binlog state, and the source it
 // replicates from ("" for none).
 func srv(t *testing.T, pod string, ordinal int64, mode, binlog, source string) Server {
-	s := Server{Pod: pod, Ordinal: ordinal, Addr: pod + ":3306", SourceHost: pod + ".mysql.ns", Reachable: true, Lag: 0}
+	s := Server{Pod: pod, Ordinal: ordinal, Addr: pod + ":3306", SourceHost: pod + ".mysql.ns", Reachable: true, Lag: 0, CloneKnown: true}
 	s.State.ReadOnly = mode == "ro"
 	s.State.BinlogState = gtids(t, binlog)
 	if source != "" {
@@ -556,4 +556,21 @@ func TestRequestsAreDecidedInThePlan(t *testing.T) {
 			t.Errorf("reset %v repoint %v refused %v", p.Reset, p.Repoint, p.Refused)
 		}
 	})
+}
+
+// TestAFreshCloneWaitsForItsPosition: a cloned server has an empty binlog and no
+// replica settings; until its sidecar says where the clone ended it is not started
+// (from anywhere else it would re-apply what its data holds).
+func TestAFreshCloneWaitsForItsPosition(t *testing.T) {
+	master := srv(t, "db-0", 0, "rw", "0-100-136", "")
+	clone := srv(t, "db-1", 1, "ro", "", "")
+	clone.CloneKnown = false
+	s := Snapshot{Cluster: "db", Master: "db-0", Servers: []Server{master, clone}, MaxLag: 30 * time.Second, Replicas: 2}
+	if p := Decide(s); slices.Contains(p.Repoint, "db-1") || p.Healthy["db-1"] {
+		t.Errorf("repointed %v, healthy %v before its clone position is known", p.Repoint, p.Healthy)
+	}
+	s.Servers[1].CloneKnown, s.Servers[1].CloneGTID = true, "0-100-136"
+	if p := Decide(s); !slices.Contains(p.Repoint, "db-1") {
+		t.Errorf("not repointed once its clone position is known: %v", p.Reasons)
+	}
 }

@@ -202,7 +202,7 @@ func (r *Reconciler) probe(ctx context.Context, sts *appsv1.StatefulSet, pod *co
 			srv.Lag = lag
 		}
 	}
-	srv.CloneGTID = r.cloneGTID(ctx, pod.Status.PodIP)
+	srv.CloneGTID, srv.CloneKnown = r.cloneGTID(ctx, pod.Status.PodIP)
 	return srv
 }
 
@@ -232,25 +232,30 @@ func desiredReplicas(sts *appsv1.StatefulSet) int64 {
 }
 
 // cloneGTID asks the pod's sidecar where its clone ended ("" when unknown).
-func (r *Reconciler) cloneGTID(ctx context.Context, ip string) string {
+// known is false when the sidecar did not answer: then nobody knows yet whether the
+// server was cloned, and from where its replication must start.
+func (r *Reconciler) cloneGTID(ctx context.Context, ip string) (gtid string, known bool) {
 	ctx, cancel := context.WithTimeout(ctx, r.Options.ProbeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(ip, fmt.Sprint(inject.SidecarPort))+"/status", nil)
 	if err != nil {
-		return ""
+		return "", false
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := r.sidecars.Do(req)
 	if err != nil {
-		return ""
+		return "", false
 	}
 	defer resp.Body.Close()
 	var status struct {
 		Clone *sidecar.CloneRecord `json:"clone"`
 	}
-	if json.NewDecoder(resp.Body).Decode(&status) != nil || status.Clone == nil {
-		return ""
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&status) != nil {
+		return "", false
 	}
-	return status.Clone.GTID
+	if status.Clone == nil {
+		return "", true
+	}
+	return status.Clone.GTID, true
 }
 
 func isAccessDenied(err error) bool {
