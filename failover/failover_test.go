@@ -44,6 +44,25 @@ func binlogPos(t *testing.T, s *mariadb.Server) string {
 	return pos
 }
 
+// rowIDs are the ids in app.w on a server.
+func rowIDs(t *testing.T, s *mariadb.Server) map[int]bool {
+	t.Helper()
+	present := map[int]bool{}
+	rows, err := s.DB().Query("SELECT id FROM app.w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		present[id] = true
+	}
+	return present
+}
+
 func createApp(cl *managed.Cluster) {
 	cl.Server(cl.Master()).Exec(cl.Ctx, "CREATE DATABASE app", "CREATE TABLE app.w (id INT PRIMARY KEY)",
 		"CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'", "GRANT SELECT, INSERT ON app.* TO 'app'@'%'")
@@ -187,18 +206,7 @@ func TestMasterKilledUnderWriteLoad(t *testing.T) {
 	w.finish()
 	checker.finish()
 
-	db := newMaster.DB()
-	present := map[int]bool{}
-	rows, err := db.Query("SELECT id FROM app.w")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id int
-		rows.Scan(&id)
-		present[id] = true
-	}
-	rows.Close()
+	present := rowIDs(t, newMaster)
 	lost := 0
 	w.acked.Range(func(k, _ any) bool {
 		if !present[k.(int)] {

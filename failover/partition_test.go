@@ -15,14 +15,13 @@ import (
 	"github.com/replicant-dev/replicant/test/mariadb"
 )
 
-// TestControllerAloneLosingTheMasterDoesNotFailOver: the controller reaches the
-// master through a path that breaks; the replicas, replicating from the master's
-// report_host, still receive from it. No failover; the master, whose write lease the
-// controller can no longer renew, fences itself.
-func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
+// startWithMasterBehindProxy starts a 3-pod cluster whose db-0 (the first master) is
+// reached, by the controller and (with pod-ip addressing) by the replicas, only
+// through a proxy that a test can cut.
+func startWithMasterBehindProxy(t *testing.T, addressing failover.SourceAddressing) (*managed.Cluster, *managed.Proxy) {
 	var path *managed.Proxy
 	cl := managed.StartWith(t, 3, managed.Options{
-		Addressing: failover.SourceReportHost,
+		Addressing: addressing,
 		PodIP: func(s *mariadb.Server) string {
 			if s.Name != "db-0" {
 				return s.Host
@@ -31,6 +30,15 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 			return path.Addr
 		},
 	})
+	return cl, path
+}
+
+// TestControllerAloneLosingTheMasterDoesNotFailOver: the controller reaches the
+// master through a path that breaks; the replicas, replicating from the master's
+// report_host, still receive from it. No failover; the master, whose write lease the
+// controller can no longer renew, fences itself.
+func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
+	cl, path := startWithMasterBehindProxy(t, failover.SourceReportHost)
 	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
 	// Replicas address the master through the headless Service here: one that
 	// publishes only Ready pods is reported.
@@ -74,17 +82,7 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 // the new master, and at no poll (every 10 ms, from inside every partition) are two
 // servers writable, also when the path heals.
 func TestIsolatedMasterAcknowledgesNothingAFailoverLoses(t *testing.T) {
-	var path *managed.Proxy
-	cl := managed.StartWith(t, 3, managed.Options{
-		Addressing: failover.SourcePodIP,
-		PodIP: func(s *mariadb.Server) string {
-			if s.Name != "db-0" {
-				return s.Host
-			}
-			path = managed.NewProxy(t, s.Host, "3306", "8080")
-			return path.Addr
-		},
-	})
+	cl, path := startWithMasterBehindProxy(t, failover.SourcePodIP)
 	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
 	createApp(cl)
 	checker := startChecker(cl)
@@ -128,17 +126,7 @@ func TestIsolatedMasterAcknowledgesNothingAFailoverLoses(t *testing.T) {
 	inside.finish()
 	checker.finish()
 
-	present := map[int]bool{}
-	rows, err := newMaster.DB().Query("SELECT id FROM app.w")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id int
-		rows.Scan(&id)
-		present[id] = true
-	}
-	rows.Close()
+	present := rowIDs(t, newMaster)
 	lost := map[string]int{}
 	for name, w := range map[string]*writer{"outside": outside, "inside": inside} {
 		w.acked.Range(func(k, _ any) bool {

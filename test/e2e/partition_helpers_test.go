@@ -176,3 +176,16 @@ func managerLeader() string {
 	holder := mustKubectl("-n", "replicant-system", "get", "lease", "replicant-manager.replicant.dev", "-o", "jsonpath={.spec.holderIdentity}")
 	return strings.SplitN(strings.TrimSpace(holder), "_", 2)[0]
 }
+
+// rejoinedOrQuarantined says how an old master came back: "rejoined" (the cluster is
+// settled with it as a healthy replica), "quarantined" (it holds errant
+// transactions), or "" (not yet).
+func rejoinedOrQuarantined(old string) string {
+	if err := settled(3); err == nil {
+		return "rejoined"
+	}
+	if strings.Contains(podStatus(old), "errantGTIDs") {
+		return "quarantined"
+	}
+	return ""
+}

@@ -132,15 +132,7 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 
 		// The old master comes back read-only: it rejoins, or holds the commits its
 		// fence killed (never acknowledged) and is quarantined.
-		Eventually(func() string {
-			if err := settled(3); err == nil {
-				return "rejoined"
-			}
-			if strings.Contains(podStatus(old), "errantGTIDs") {
-				return "quarantined"
-			}
-			return ""
-		}).WithTimeout(2 * time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty())
+		Eventually(func() string { return rejoinedOrQuarantined(old) }).WithTimeout(2 * time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty())
 		outsideAcked, _, outsideLines := outside.wait()
 		insideAcked, _ := acknowledged(inside, "cut-in")
 		polls, double, timelines := checker.result()
@@ -324,15 +316,7 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		// Killed without a hand-over, the old master may hold a transaction no replica
 		// received (never acknowledged to a client: semi-sync). Then it is quarantined,
 		// never overwritten; re-cloning it is the documented way back.
-		Eventually(func() string {
-			if err := settled(3); err == nil {
-				return "rejoined"
-			}
-			if strings.Contains(podStatus(old), "errantGTIDs") {
-				return "quarantined"
-			}
-			return ""
-		}).WithTimeout(3 * time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty())
+		Eventually(func() string { return rejoinedOrQuarantined(old) }).WithTimeout(3 * time.Minute).WithPolling(time.Second).ShouldNot(BeEmpty())
 		if strings.Contains(podStatus(old), "errantGTIDs") {
 			fmt.Fprintf(GinkgoWriter, "%s quarantined: %s\n", old, podStatus(old))
 			Expect(mustKubectl("get", "events", "--field-selector", "reason=ErrantTransactions", "-o", "name")).NotTo(BeEmpty())
