@@ -183,8 +183,10 @@ kubectl exec "$old" -c mariadb -- bash -c 'end=$((SECONDS+40)); i=0; while [ $SE
     echo "$(date +%s%3N) ok $i"; else echo "$(date +%s%3N) fail $i"; fi; sleep 0.05; done' >"$inside_log" 2>&1 &
 inside_pid=$!
 sleep 2
-cut_at=$(ms)
-under_load cut "network cut" "$cluster" partition "$NS" "$old" on
+cut_file=/tmp/replicant-demo-cut-at
+cut() { ms >"$cut_file"; "$cluster" partition "$NS" "$1" on; }
+under_load cut "network cut" cut "$old"
+cut_at=$(cat "$cut_file")
 sleep $(( (cut_at + 25000 - $(ms)) / 1000 )) 2>/dev/null || true
 run "$cluster" partition "$NS" "$old" off
 wait "$inside_pid" || true
