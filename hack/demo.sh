@@ -184,7 +184,7 @@ kubectl exec "$old" -c mariadb -- bash -c 'end=$((SECONDS+40)); i=0; while [ $SE
 inside_pid=$!
 sleep 2
 cut_file=/tmp/replicant-demo-cut-at
-cut() { ms >"$cut_file"; "$cluster" partition "$NS" "$1" on; }
+cut() { ms >"$cut_file"; run "$cluster" partition "$NS" "$1" on; }
 under_load cut "network cut" cut "$old"
 cut_at=$(cat "$cut_file")
 sleep $(( (cut_at + 25000 - $(ms)) / 1000 )) 2>/dev/null || true
