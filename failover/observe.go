@@ -91,6 +91,11 @@ func (r *Reconciler) closeGonePools(key types.NamespacedName, snap Snapshot) {
 	mem.addrs = now
 }
 
+// dropPool closes the idle sessions to addr as user: the next use logs in again.
+func (r *Reconciler) dropPool(addr string, u mysql.User) {
+	r.pool(addr, u).ForgetSessions()
+}
+
 // pool returns the connection pool for addr as user, reusing it across probes.
 func (r *Reconciler) pool(addr string, u mysql.User) *mysql.Server {
 	key := addr + "|" + u.Name + "|" + u.Password
@@ -180,6 +185,13 @@ func (r *Reconciler) probe(ctx context.Context, sts *appsv1.StatefulSet, pod *co
 	srv.Addr = net.JoinHostPort(pod.Status.PodIP, "3306")
 	srv.Login = creds.Admin
 	state, err := r.pool(srv.Addr, srv.Login).State(ctx)
+	if isPrivilegeDenied(err) {
+		// The account exists but lacks a privilege: replication brought CREATE USER
+		// and not yet its GRANT. A session keeps the global privileges it logged in
+		// with, so the pooled ones would never get them: drop them.
+		r.dropPool(srv.Addr, srv.Login)
+		err = &gomysql.MySQLError{Number: 1045, Message: "replicant's account is not fully granted yet"}
+	}
 	if isAccessDenied(err) {
 		// Before bootstrap, or before replication brought them, replicant's users
 		// do not exist on this server yet: work as root.
@@ -256,6 +268,11 @@ func (r *Reconciler) cloneGTID(ctx context.Context, ip string) (gtid string, kno
 		return "", true
 	}
 	return status.Clone.GTID, true
+}
+
+func isPrivilegeDenied(err error) bool {
+	var me *gomysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1227 // ER_SPECIFIC_ACCESS_DENIED_ERROR
 }
 
 func isAccessDenied(err error) bool {

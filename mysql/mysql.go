@@ -85,6 +85,9 @@ func Open(cfg Config, flavor Flavor) (*Server, error) {
 	db.SetMaxOpenConns(4)
 	db.SetMaxIdleConns(2)
 	db.SetConnMaxIdleTime(time.Minute)
+	// A session keeps the global privileges it logged in with: one opened before a
+	// replicated GRANT arrived would lack them for as long as it is reused.
+	db.SetConnMaxLifetime(time.Minute)
 	return &Server{addr: cfg.Addr, db: db, flavor: flavor, queryTimeout: cfg.QueryTimeout}, nil
 }
 
@@ -93,6 +96,13 @@ func (s *Server) Addr() string { return s.addr }
 
 // Close closes the pool.
 func (s *Server) Close() error { return s.db.Close() }
+
+// ForgetSessions closes the idle connections: the next statements log in again (and
+// get the account's current global privileges).
+func (s *Server) ForgetSessions() {
+	s.db.SetMaxIdleConns(0)
+	s.db.SetMaxIdleConns(2)
+}
 
 // Flavor is the server's flavor.
 func (s *Server) Flavor() Flavor { return s.flavor }

@@ -203,3 +203,28 @@ func TestTimeoutsBoundEveryCall(t *testing.T) {
 	}
 	t.Logf("failed after %v: %v", time.Since(start), err)
 }
+
+// TestForgetSessionsPicksUpNewGrants: a session keeps the global privileges it logged
+// in with (as a replica's does when replication brought CREATE USER before GRANT);
+// after ForgetSessions the next statement logs in again and has the new ones.
+func TestForgetSessionsPicksUpNewGrants(t *testing.T) {
+	s := mariadb.Start(t, 1, mariadb.Options{})[0]
+	ctx := context.Background()
+	s.Exec(ctx, "CREATE USER 'late'@'%' IDENTIFIED BY 'late-pw'")
+	conn, err := mysql.Open(mysql.Config{Addr: s.Addr(), User: "late", Password: "late-pw"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.State(ctx); err == nil {
+		t.Fatal("reading replica status without SLAVE MONITOR succeeded")
+	}
+	s.Exec(ctx, "GRANT SLAVE MONITOR, BINLOG MONITOR ON *.* TO 'late'@'%'")
+	if _, err := conn.State(ctx); err == nil {
+		t.Fatal("the pooled session got the new global privilege without logging in again: the test proves nothing")
+	}
+	conn.ForgetSessions()
+	if _, err := conn.State(ctx); err != nil {
+		t.Fatalf("after ForgetSessions: %v", err)
+	}
+}

@@ -103,6 +103,9 @@ func (s *Server) keepFenced(ctx context.Context, interval time.Duration) {
 		killed, err := Fence(ctx, s.admin)
 		if err != nil {
 			log.Error(err, "fencing the server: its write lease ran out", "expiredFor", since.String())
+			// A session opened before replicant's GRANTs reached this server lacks
+			// their privileges for good: log in again.
+			s.admin.ForgetSessions()
 			continue
 		}
 		s.leases.mu.Lock()
