@@ -435,12 +435,19 @@ diagnose() {
 
 # partition NAMESPACE POD on|off
 partition() {
-  local id pid op
-  id=$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[0].containerID}')
-  id=${id#containerd://}
-  [ -n "$id" ] || die "no running container in pod $1/$2"
-  pid=$(ctr tasks ls | awk -v id="$id" '$1 == id {print $2}')
-  [ -n "$pid" ] || die "container $id has no task"
+  local id pid="" op try
+  # Any running container of the pod shares its network namespace. One that just
+  # restarted (a manager that lost its lease) may still be listed under its old id:
+  # look again for a moment.
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    for id in $(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[*].containerID}'); do
+      id=${id#containerd://}
+      pid=$(ctr tasks ls | awk -v id="$id" '$1 == id && $3 == "RUNNING" {print $2}')
+      [ -z "$pid" ] || break 2
+    done
+    sleep 1
+  done
+  [ -n "$pid" ] || die "no running container in pod $1/$2"
   case "$3" in
     on) op=-I ;;
     off) op=-D ;;
