@@ -8,10 +8,12 @@ K8S_VERSION          ?= v1.34.4
 HELM_VERSION         ?= v3.19.5
 CERT_MANAGER_VERSION ?= v1.11.5
 COREDNS_VERSION      ?= v1.11.3
+RCLONE_VERSION       ?= v1.76.0
 
 CACHE    ?= $(or $(REPLICANT_CACHE),$(HOME)/.cache/replicant)
 K8S_DIR  := $(CACHE)/k8s-$(K8S_VERSION)
 HELM_BIN := $(CACHE)/helm-$(HELM_VERSION)/helm
+RCLONE_BIN := $(CACHE)/rclone-$(RCLONE_VERSION)/rclone
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 export KUBEBUILDER_ASSETS := $(CURDIR)/bin/k8s/$(K8S_VERSION)
@@ -25,7 +27,7 @@ K8S_BINS  := kube-apiserver kube-controller-manager kubectl kube-scheduler kubel
 # The image the shipped manifests run: the local cluster's image carries that name.
 REPLICANT_IMAGE := $(shell sed -n 's/^ *image: *//p' manifests/deployment.yaml)
 
-.PHONY: all build test unit lint deps k8s-bins tools helm bench fuzz sim clean cluster-build demo demo-down e2e
+.PHONY: all build test unit lint deps k8s-bins tools helm rclone bench fuzz sim clean cluster-build demo demo-down e2e
 
 all: build
 
@@ -70,7 +72,7 @@ k8s-bins: deps
 	@mkdir -p bin/k8s && ln -sfn $(K8S_DIR) bin/k8s/$(K8S_VERSION) && ln -sfn k8s/$(K8S_VERSION)/kubectl bin/kubectl
 
 ## tools: helm, built from its module
-tools: helm
+tools: helm rclone
 helm:
 	@if [ ! -x $(HELM_BIN) ]; then \
 		echo "helm: building $(HELM_VERSION) from its module (~3 min cold)"; start=$$(date +%s); \
@@ -83,14 +85,27 @@ helm:
 	fi
 	@mkdir -p bin && ln -sfn $(HELM_BIN) bin/helm
 
+## rclone: the S3-compatible server the backup tests store to (rclone serve s3), built
+## from its module
+rclone:
+	@if [ ! -x $(RCLONE_BIN) ]; then \
+		echo "rclone: building $(RCLONE_VERSION) from its module (~3 min cold)"; start=$$(date +%s); \
+		GOBIN=$(dir $(RCLONE_BIN)) CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" github.com/rclone/rclone@$(RCLONE_VERSION) && \
+		echo "rclone: built in $$(( $$(date +%s) - start ))s: $(RCLONE_BIN)"; \
+	fi
+	@mkdir -p bin && ln -sfn $(RCLONE_BIN) bin/rclone
+
 ## bench: admission latency (p50/p99); a 1 GiB clone through replicant versus a bare
-## mariadb-backup | mbstream pipe (ratio; REPLICANT_BENCH_MIB sets the size); failover
+## mariadb-backup | mbstream pipe (ratio; REPLICANT_BENCH_MIB sets the size); a backup to
+## and a restore from rclone's S3 server versus bare zstd/rclone pipes (ratios); failover
 ## (SIGKILL -> writable) and takeover writes-blocked over 10 rounds (REPLICANT_BENCH_ROUNDS,
 ## REPLICANT_BENCH_PROBE_INTERVAL, REPLICANT_BENCH_WRITE_LEASE)
-bench: deps
+bench: deps rclone
 	go test -run '^$$' -bench . -benchmem -benchtime 5000x ./inject/ ./webhook/
 	go test -run '^$$' -bench CloneVersusPipe -benchtime 1x -timeout 30m ./sidecar/
+	go test -run '^$$' -bench BackupAndRestoreVersusPipe -benchtime 1x -timeout 30m ./backup/
 	go test -run '^$$' -bench FailoverAndTakeover -benchtime 1x -timeout 30m ./failover/
+	go test -run '^$$' -bench ManyClusters -benchtime 1x -timeout 40m ./failover/
 
 ## sim: the failover simulation over many more random schedules than make test's
 ## 100,000 (REPLICANT_SIM_SCHEDULES, default 3,000,000; REPLICANT_SIM_SEED replays one)
@@ -104,10 +119,10 @@ fuzz:
 
 ## cluster-build: everything the local cluster runs (CoreDNS, cert-manager, images)
 cluster-build: deps
-	@# Three Go builds at once: each spends part of its time resolving modules and
+	@# Four Go builds at once: each spends part of its time resolving modules and
 	@# linking on one core.
-	@$(MAKE) --no-print-directory -j3 build k8s-bins helm
-	@CACHE=$(CACHE) COREDNS_VERSION=$(COREDNS_VERSION) CERT_MANAGER_VERSION=$(CERT_MANAGER_VERSION) \
+	@$(MAKE) --no-print-directory -j4 build k8s-bins helm rclone
+	@CACHE=$(CACHE) COREDNS_VERSION=$(COREDNS_VERSION) CERT_MANAGER_VERSION=$(CERT_MANAGER_VERSION) RCLONE_VERSION=$(RCLONE_VERSION) \
 		REPLICANT_IMAGE=$(REPLICANT_IMAGE) test/cluster/build.sh
 
 ## demo: a real single-node cluster, replicant installed from manifests/, the whole job

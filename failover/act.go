@@ -15,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -41,9 +42,12 @@ const (
 	EventWritesStalled       = "WritesStalled"
 	EventWritesResumed       = "WritesResumed"
 	EventSemiSync            = "SemiSync"
+	EventObjectConflict      = "ObjectConflict"
 	EventLeaseUnsupported    = "WriteLeaseUnsupported"
 	EventLeaseRenewalFailed  = "WriteLeaseRenewalFailed"
 	EventDurabilityLocalOnly = "DurabilityLocalOnly"
+	EventRollingUpdate       = "RollingUpdate"
+	EventRolloutStalled      = "RolloutStalled"
 )
 
 // act carries out the plan, in a fixed order, and stops at the first step that fails
@@ -61,6 +65,16 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...) // never open or move writes while a stray writer may remain
+	}
+	// Only after fencing: switching the master side off releases commits still
+	// waiting on the server, and a fenced server's client sessions were killed.
+	semiSyncStillOn := map[string]bool{}
+	for _, pod := range plan.SemiSyncOff {
+		srv := snap.server(pod)
+		if err := r.pool(srv.Addr, srv.Login).SetSemiSyncMaster(ctx, false); err != nil {
+			errs = append(errs, err)
+			semiSyncStillOn[pod] = true
+		}
 	}
 	if err := r.recordQuarantine(ctx, sts, st, plan); err != nil {
 		return err
@@ -92,7 +106,7 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 	}
 	switch {
 	case plan.Forced != nil:
-		return r.forcedFailover(ctx, sts, st, snap, plan, creds, opts)
+		return r.forcedFailover(ctx, sts, st, snap, plan, creds)
 	case plan.Refused[RequestFailoverTo] != "":
 		return r.refuse(ctx, sts, OpForcedFailover, snap.Master, *snap.FailoverTo, plan.Refused[RequestFailoverTo], EventFailoverRefused, inject.AnnFailoverTo)
 	}
@@ -103,13 +117,13 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 			return err
 		}
 	case plan.Promote != "":
-		promoted, err := r.promote(ctx, sts, st, snap, plan, plan.Promote, OpFailover, creds, opts)
+		promoted, err := r.promote(ctx, sts, st, snap, plan, plan.Promote, OpFailover, creds)
 		if err != nil {
 			return err
 		}
 		master = promoted
 	case plan.OpenWrites:
-		if err := r.openWrites(ctx, sts, st, *master, r.semiSyncOnOpen(snap, plan, master.Pod), creds); err != nil {
+		if err := r.openWrites(ctx, sts, st, *master, semiSyncOnOpen(snap, plan, master.Pod), creds); err != nil {
 			return err
 		}
 	case plan.Held != "":
@@ -122,7 +136,7 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 		return nil // repointed already, the rest follows on the next probe
 	}
 	if plan.Handoff != "" {
-		newMaster, err := r.takeover(ctx, sts, st, snap, plan, *snap.server(plan.Handoff), creds, opts, "its pod is terminating")
+		newMaster, err := r.takeover(ctx, sts, st, snap, plan, *snap.server(plan.Handoff), creds, "its pod is terminating")
 		if err != nil || newMaster == nil {
 			return err // a failed takeover was rolled back: the next probe tries again
 		}
@@ -130,11 +144,24 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 	} else if plan.Refused[RequestTakeoverTo] != "" {
 		return r.refuse(ctx, sts, OpTakeover, snap.Master, *snap.TakeoverTo, plan.Refused[RequestTakeoverTo], EventTakeoverRefused, inject.AnnTakeoverTo)
 	} else if plan.Takeover != "" {
-		newMaster, err := r.takeover(ctx, sts, st, snap, plan, *snap.server(plan.Takeover), creds, opts, "requested")
+		newMaster, err := r.takeover(ctx, sts, st, snap, plan, *snap.server(plan.Takeover), creds, "requested")
 		if err != nil || newMaster == nil {
 			return err
 		}
 		master = newMaster
+	} else if plan.RollHandoff != "" {
+		newMaster, err := r.takeover(ctx, sts, st, snap, plan, *snap.server(plan.RollHandoff), creds,
+			"rolling update: the replicas run revision "+snap.UpdateRevision+", the master is rolled last")
+		if err != nil || newMaster == nil {
+			return err
+		}
+		return nil // the old master is a replica now: the next round rolls it
+	}
+	if plan.Roll != "" {
+		return r.roll(ctx, sts, *snap.server(plan.Roll), snap.UpdateRevision)
+	}
+	if plan.RolloutStalled != "" {
+		r.warnOnce(sts, EventRolloutStalled, plan.RolloutStalled)
 	}
 	for _, pod := range plan.Reset {
 		if err := r.resetReplica(ctx, sts, *snap.server(pod), ""); err != nil {
@@ -149,6 +176,9 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 		}
 	}
 	for _, pod := range plan.Repoint {
+		if semiSyncStillOn[pod] {
+			continue
+		}
 		if err := r.repoint(ctx, *snap.server(pod), *master, creds); err != nil {
 			errs = append(errs, err)
 			continue
@@ -156,11 +186,20 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 		r.Recorder.Eventf(sts, corev1.EventTypeNormal, EventReplicating, "%s replicates from %s", pod, master.Pod)
 	}
 	for _, pod := range plan.Start {
+		if semiSyncStillOn[pod] {
+			continue
+		}
 		if err := r.pool(snap.server(pod).Addr, snap.server(pod).Login).StartReplica(ctx); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		r.Recorder.Eventf(sts, corev1.EventTypeNormal, EventReplicating, "%s replicates from %s again", pod, master.Pod)
+	}
+	if plan.ClearPromoting && st.Promoting != "" {
+		st.Promoting = ""
+		if err := saveState(ctx, r.Client, sts, st); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for pod, errant := range plan.Quarantine {
 		r.warnOnce(sts, EventErrant+"/"+pod, fmt.Sprintf(
@@ -193,7 +232,7 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 // leader's write fails here, before it opens anything), then mirrors it on the
 // StatefulSet for people and the CLI (best effort).
 func (r *Reconciler) recordMaster(ctx context.Context, sts *appsv1.StatefulSet, st *storedState, master Server) error {
-	st.Master, st.MasterSource = master.Pod, master.SourceHost
+	st.Master, st.MasterSource, st.Promoting = master.Pod, master.SourceHost, ""
 	if err := saveState(ctx, r.Client, sts, st); err != nil {
 		return err
 	}
@@ -270,7 +309,7 @@ func (r *Reconciler) grantLease(ctx context.Context, key types.NamespacedName, s
 // replica: with durability semi-sync, more than one server, and a replica that can
 // acknowledge (or commits already waited before: then they go on waiting, rather
 // than a failover losing what a lone master acknowledged).
-func (r *Reconciler) semiSyncOnOpen(snap Snapshot, plan Plan, master string) bool {
+func semiSyncOnOpen(snap Snapshot, plan Plan, master string) bool {
 	if !snap.SemiSync || snap.Replicas <= 1 {
 		return false
 	}
@@ -310,7 +349,7 @@ func (r *Reconciler) openWrites(ctx context.Context, sts *appsv1.StatefulSet, st
 		}
 	}
 	if !semiSync && desiredReplicas(sts) <= 1 {
-		r.warnOnce(sts, EventDurabilityLocalOnly, fmt.Sprintf("%s is the only server: commits are durable on its own disk only (no replica acknowledges them)", master.Pod))
+		r.warnLocalOnly(sts, master.Pod)
 	}
 	return conn.SetReadOnly(ctx, false)
 }
@@ -343,8 +382,12 @@ func (r *Reconciler) disableSemiSync(ctx context.Context, sts *appsv1.StatefulSe
 	if err := r.pool(master.Addr, master.Login).SetSemiSyncMaster(ctx, false); err != nil {
 		return err
 	}
-	r.warnOnce(sts, EventDurabilityLocalOnly, fmt.Sprintf("%s is the only server: commits are durable on its own disk only (no replica acknowledges them)", master.Pod))
+	r.warnLocalOnly(sts, master.Pod)
 	return nil
+}
+
+func (r *Reconciler) warnLocalOnly(sts *appsv1.StatefulSet, master string) {
+	r.warnOnce(sts, EventDurabilityLocalOnly, fmt.Sprintf("%s is the only server: commits are durable on its own disk only (no replica acknowledges them)", master))
 }
 
 // bootstrap makes the first master: replicant's users (created as root, written to
@@ -365,7 +408,7 @@ func (r *Reconciler) bootstrap(ctx context.Context, sts *appsv1.StatefulSet, st 
 		return err
 	}
 	master.Login = creds.Admin
-	if err := r.openWrites(ctx, sts, st, master, r.semiSyncOnOpen(snap, plan, master.Pod), creds); err != nil {
+	if err := r.openWrites(ctx, sts, st, master, semiSyncOnOpen(snap, plan, master.Pod), creds); err != nil {
 		return err
 	}
 	r.Recorder.Eventf(sts, corev1.EventTypeNormal, EventBootstrapped, "%s is the master; writes are open (%s)", master.Pod, strings.Join(plan.Reasons, "; "))
@@ -377,7 +420,7 @@ func (r *Reconciler) bootstrap(ctx context.Context, sts *appsv1.StatefulSet, st 
 // everything it received, forgets its replica settings, is recorded as master, and
 // only then takes writes; the other replicas follow it at once. A failure on the way
 // leaves every server read-only; the next probe decides again.
-func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, st *storedState, snap Snapshot, plan Plan, pod, opName string, creds Credentials, opts inject.Options, done ...string) (*Server, error) {
+func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, st *storedState, snap Snapshot, plan Plan, pod, opName string, creds Credentials, done ...string) (*Server, error) {
 	start := time.Now()
 	old := snap.server(snap.Master)
 	target := snap.server(pod)
@@ -389,6 +432,15 @@ func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, st *s
 	}
 	if old.Addr != "" {
 		_ = r.pool(old.Addr, old.Login).SetReadOnly(ctx, true) // best effort: it is down for the controller
+	}
+	// Recorded before its IO thread stops: if this promotion fails or the controller
+	// dies before the end, the next round starts it again should the old master
+	// come back.
+	if st.Promoting != target.Pod {
+		st.Promoting = target.Pod
+		if err := saveState(ctx, r.Client, sts, st); err != nil {
+			return fail(err)
+		}
 	}
 	conn := r.pool(target.Addr, target.Login)
 	if err := conn.StopReplicaIO(ctx); err != nil {
@@ -409,7 +461,9 @@ func (r *Reconciler) promote(ctx context.Context, sts *appsv1.StatefulSet, st *s
 	if err := r.recordMaster(ctx, sts, st, *target); err != nil {
 		return fail(err)
 	}
-	semiSync := snap.SemiSync && snap.Replicas > 1 && (snap.Durable || opName == OpFailover)
+	// Commits go on waiting for a replica if they did (an automatic failover with
+	// semi-sync happens only then: Decide).
+	semiSync := snap.SemiSync && snap.Replicas > 1 && snap.Durable
 	if err := r.openWrites(ctx, sts, st, *target, semiSync, creds); err != nil {
 		return fail(err)
 	}
@@ -456,7 +510,7 @@ func (r *Reconciler) refuse(ctx context.Context, sts *appsv1.StatefulSet, opName
 // have run out first (Decide says so: the request waits). Then the target is promoted
 // as in an automatic failover, without the proofs an automatic one needs: a human
 // asked.
-func (r *Reconciler) forcedFailover(ctx context.Context, sts *appsv1.StatefulSet, st *storedState, snap Snapshot, plan Plan, creds Credentials, opts inject.Options) error {
+func (r *Reconciler) forcedFailover(ctx context.Context, sts *appsv1.StatefulSet, st *storedState, snap Snapshot, plan Plan, creds Credentials) error {
 	f := plan.Forced
 	if f.WaitLease {
 		log.FromContext(ctx).Info("failover-to waits for the old master's write lease to run out", "cluster", sts.Name,
@@ -476,7 +530,7 @@ func (r *Reconciler) forcedFailover(ctx context.Context, sts *appsv1.StatefulSet
 			_ = r.pool(t.Addr, t.Login).WaitForGTID(ctx, state.BinlogState, 5*time.Second)
 		}
 	}
-	_, err := r.promote(ctx, sts, st, snap, plan, f.Target, OpForcedFailover, creds, opts, inject.AnnFailoverTo)
+	_, err := r.promote(ctx, sts, st, snap, plan, f.Target, OpForcedFailover, creds, inject.AnnFailoverTo)
 	return err
 }
 
@@ -520,7 +574,7 @@ func (r *Reconciler) resetReplica(ctx context.Context, sts *appsv1.StatefulSet, 
 // writes, target applies everything it wrote, target takes writes, and the old
 // master replicates from it at once (it is not left outside the cluster). If target
 // cannot catch up in time, the old master takes writes again and nothing changed.
-func (r *Reconciler) takeover(ctx context.Context, sts *appsv1.StatefulSet, st *storedState, snap Snapshot, plan Plan, target Server, creds Credentials, opts inject.Options, why string) (*Server, error) {
+func (r *Reconciler) takeover(ctx context.Context, sts *appsv1.StatefulSet, st *storedState, snap Snapshot, plan Plan, target Server, creds Credentials, why string) (*Server, error) {
 	old := *snap.server(snap.Master)
 	start := time.Now()
 	finish := func(result, message string, blocked time.Duration) error {
@@ -558,7 +612,7 @@ func (r *Reconciler) takeover(ctx context.Context, sts *appsv1.StatefulSet, st *
 	if err := r.recordMaster(ctx, sts, st, target); err != nil {
 		return rollback(err)
 	}
-	if err := r.openWrites(ctx, sts, st, target, r.semiSyncOnOpen(snap, plan, target.Pod) || snap.Durable, creds); err != nil {
+	if err := r.openWrites(ctx, sts, st, target, semiSyncOnOpen(snap, plan, target.Pod), creds); err != nil {
 		// target is recorded as master but read-only: the next probe opens it
 		// (Plan.OpenWrites). The old master stays fenced: never two writers.
 		return nil, finish(ResultFailed, fmt.Sprintf("%s is master but opening writes failed: %v", target.Pod, err), time.Since(blockedFrom))
@@ -588,6 +642,25 @@ func (r *Reconciler) takeover(ctx context.Context, sts *appsv1.StatefulSet, st *
 		log.FromContext(ctx).Info("reporting the takeover on the StatefulSet failed", "error", err.Error())
 	}
 	return &newMaster, nil
+}
+
+// roll deletes a pod that runs an old revision, so that the StatefulSet controller
+// creates it again at the update revision (the StatefulSet's updateStrategy is
+// OnDelete). The UID precondition deletes exactly the pod decided on.
+func (r *Reconciler) roll(ctx context.Context, sts *appsv1.StatefulSet, srv Server, revision string) error {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: sts.Namespace, Name: srv.Pod}}
+	uid := types.UID(srv.UID)
+	if err := r.Client.Delete(ctx, pod, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("rolling update: delete pod %s: %w", srv.Pod, err)
+	}
+	// Until the cache shows the deletion, the next rounds see this pod as going
+	// (observe): a cache a step behind never lets a second pod go.
+	r.mu.Lock()
+	r.mem(types.NamespacedName{Namespace: sts.Namespace, Name: sts.Name}).rolled = srv.UID
+	r.mu.Unlock()
+	r.Recorder.Eventf(sts, corev1.EventTypeNormal, EventRollingUpdate, "%s deleted to run revision %s (was %s): replicas one at a time, the master last after a hand-over",
+		srv.Pod, revision, srv.Revision)
+	return nil
 }
 
 // repoint makes srv replicate from master by GTID. A server that was never a replica

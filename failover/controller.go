@@ -9,12 +9,16 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -40,6 +44,9 @@ const (
 
 // Options of the controller.
 type Options struct {
+	// Image and ImagePullPolicy are the replicant image's, for the backup CronJobs.
+	Image           string
+	ImagePullPolicy corev1.PullPolicy
 	// ProbeInterval is how often every server is probed (default 1s).
 	ProbeInterval time.Duration
 	// ProbeTimeout bounds one probe (default 1s).
@@ -58,20 +65,24 @@ type Options struct {
 	// controller's last renewal (default 3s); LeaseMargin is added before another
 	// server takes writes (default 500ms: clock rates, the sidecar's check interval).
 	WriteLease, LeaseMargin time.Duration
+	// RolloutStallAfter: a pod a rolling update recreated that is not healthy this
+	// long after its creation stops the rollout with a RolloutStalled Event (a pod
+	// whose container cannot start stops it at once). Default 10 minutes.
+	RolloutStallAfter time.Duration
 }
 
 // Reconciler runs every labelled StatefulSet's cluster.
 type Reconciler struct {
 	Client client.Client
-	// Reader reads the StatefulSet uncached: the master and the last operation must
-	// be what the controller itself last wrote, never a cache a step behind (a stale
-	// master annotation would start a second failover). Default: the manager's.
+	// Reader reads the StatefulSet and the state uncached: the master must be what
+	// the controller itself last wrote, never a cache a step behind (a stale master
+	// would start a second failover). Default: the manager's.
 	Reader   client.Reader
 	Recorder record.EventRecorder
 	Options  Options
 
 	mu       sync.Mutex
-	pools    map[string]*mysql.Server // by address and user
+	pools    map[string]pooled // by address and user name
 	clusters map[types.NamespacedName]*memory
 	sidecars *http.Client
 }
@@ -90,22 +101,26 @@ type memory struct {
 	// semiSyncKnown, semiSyncWaiting: whether the master's commits were acknowledged
 	// by a replica at the last probe.
 	semiSyncKnown, semiSyncWaiting bool
-	// addrs: the server addresses at the last probe, so that the pools of pods that
-	// went away are closed.
-	addrs map[string]bool
+	// addrs, pods: the server addresses and pods at the last probe, so that the
+	// pools and metrics of pods that went away are released.
+	addrs, pods map[string]bool
 	// warnedHeadless: warned about the user's headless Service. lastWarning: the last
 	// message of each repeated warning, by reason, so a lasting condition is
 	// reported once.
 	warnedHeadless bool
 	lastWarning    map[string]string
-	// master and creds: the recorded master's address and replicant's credentials at
-	// the last full round, for renewFromMemory.
+	// master and creds: the recorded master's address and replicant's credentials,
+	// for renewFromMemory.
 	master Server
 	creds  Credentials
+	// rolled: the UID of the pod the rolling update deleted last.
+	rolled string
+	// reportedJobs: the backup runs already reported (Event and metrics).
+	reportedJobs map[types.UID]bool
 }
 
 // rememberMaster keeps the recorded master's address and the credentials, for the
-// rounds that cannot reach the API (renewFromMemory).
+// lease renewals outside the act phase (renewFromMemory).
 func (r *Reconciler) rememberMaster(key types.NamespacedName, master string, pods []corev1.Pod, creds Credentials) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -118,7 +133,8 @@ func (r *Reconciler) rememberMaster(key types.NamespacedName, master string, pod
 	}
 }
 
-// renewFromMemory renews the write lease of the master the last full round recorded.
+// renewFromMemory renews the write lease of the master last remembered, unless it was
+// down at the last probe (a renewal would only wait out its timeout).
 func (r *Reconciler) renewFromMemory(ctx context.Context, key types.NamespacedName) {
 	r.mu.Lock()
 	mem := r.mem(key)
@@ -129,36 +145,21 @@ func (r *Reconciler) renewFromMemory(ctx context.Context, key types.NamespacedNa
 	}
 }
 
-// renewFirst renews the recorded master's write lease before the round's probes,
-// unless the master was down at the last probe (a renewal would only wait out its
-// timeout).
-func (r *Reconciler) renewFirst(ctx context.Context, key types.NamespacedName, master string, pods []corev1.Pod, creds Credentials) {
-	r.mu.Lock()
-	down := !r.mem(key).downSince.IsZero()
-	r.mu.Unlock()
-	if master == "" || down {
-		return
-	}
-	for _, pod := range pods {
-		if pod.Name == master && pod.Status.PodIP != "" {
-			_ = r.grantLease(ctx, key, Server{Pod: pod.Name, Addr: net.JoinHostPort(pod.Status.PodIP, "3306")}, creds)
-		}
-	}
-}
-
 // mem is the cluster's memory; r.mu must be held.
 func (r *Reconciler) mem(key types.NamespacedName) *memory {
 	m := r.clusters[key]
 	if m == nil {
 		m = &memory{firstSeen: time.Now(), addrs: map[string]bool{}, lastWarning: map[string]string{}}
 		r.clusters[key] = m
+		clustersRemembered.Set(float64(len(r.clusters)))
 	}
 	return m
 }
 
 // forget releases what the controller kept of a cluster that is gone or opted out:
-// its memory and its connection pools.
+// its memory, its connection pools and its metrics.
 func (r *Reconciler) forget(key types.NamespacedName) {
+	forgetClusterMetrics(key.Namespace, key.Name)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m := r.clusters[key]
@@ -169,6 +170,7 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 		r.closePools(addr)
 	}
 	delete(r.clusters, key)
+	clustersRemembered.Set(float64(len(r.clusters)))
 }
 
 // closePools closes every pool to addr; r.mu must be held.
@@ -179,6 +181,13 @@ func (r *Reconciler) closePools(addr string) {
 			delete(r.pools, k)
 		}
 	}
+	poolsOpen.Set(float64(len(r.pools)))
+}
+
+// pooled is a connection pool and the password it logs in with.
+type pooled struct {
+	*mysql.Server
+	password string
 }
 
 // leaseGrant is a write lease a master's sidecar accepted: at is when its answer
@@ -186,6 +195,40 @@ func (r *Reconciler) closePools(addr string) {
 type leaseGrant struct {
 	pod string
 	at  time.Time
+}
+
+// NewEventBroadcaster records the controller's Events with allowances that fit an
+// operator. client-go's defaults fold the 11th Event of one reason on an object
+// within 10 minutes into a single "combined from similar events" one, and drop every
+// Event on an object after a burst of 25 until one every 5 minutes: a rolling update
+// after a failover lost its last steps (found by the e2e suite: the master's
+// RollingUpdate never showed). replicant reports rarely by design (warnings once per
+// condition), so these only ever bound a runaway.
+func NewEventBroadcaster() record.EventBroadcaster {
+	return record.NewBroadcasterWithCorrelatorOptions(record.CorrelatorOptions{MaxEvents: 100, BurstSize: 200, QPS: 0.1})
+}
+
+// CacheOptions is the manager's cache for the controller: only replicant's pods,
+// Services and budgets (by the cluster label), never Secrets (the client reads them
+// from the API when needed, not held for the whole cluster), and only the namespaces
+// named (all when none is).
+func CacheOptions(namespaces []string) cache.Options {
+	managed, _ := labels.Parse(inject.LabelCluster)
+	backups, _ := labels.Parse(inject.LabelBackupOf)
+	o := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Pod{}:                   {Label: managed},
+		&corev1.Service{}:               {Label: managed},
+		&policyv1.PodDisruptionBudget{}: {Label: managed},
+		&batchv1.CronJob{}:              {Label: managed},
+		&batchv1.Job{}:                  {Label: backups},
+	}}
+	if len(namespaces) > 0 {
+		o.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			o.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return o
 }
 
 // SetupWithManager registers the controller: StatefulSets that opted in, and their
@@ -212,6 +255,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.WriteLease == 0 {
 		r.Options.WriteLease = 3 * time.Second
 	}
+	if r.Options.RolloutStallAfter == 0 {
+		r.Options.RolloutStallAfter = 10 * time.Minute
+	}
 	if r.Options.LeaseMargin == 0 {
 		r.Options.LeaseMargin = 500 * time.Millisecond
 	}
@@ -223,7 +269,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.clusters = map[types.NamespacedName]*memory{}
 	r.sidecars = &http.Client{Timeout: r.Options.ProbeTimeout}
-	r.pools = map[string]*mysql.Server{}
+	r.pools = map[string]pooled{}
 	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[inject.LabelInject] == inject.InjectEnabled })
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("replicant").
@@ -233,7 +279,16 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: cluster}}}
 			}
 			return nil
+		}), builder.WithPredicates(notOwnPublish)).
+		// A backup run that finished is reported; the CronJob is kept as the
+		// annotations say.
+		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if cluster := o.GetLabels()[inject.LabelBackupOf]; cluster != "" {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: cluster}}}
+			}
+			return nil
 		})).
+		Owns(&batchv1.CronJob{}).
 		// Clusters never wait for each other: a slow round (servers that do not
 		// answer, a catch-up before a promotion) must not hold another cluster's
 		// lease renewals or failover. One cluster is never reconciled twice at once.
@@ -275,8 +330,32 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return unavailable(err)
 	}
-	if err := ensureServices(ctx, r.Client, sts); err != nil {
-		return unavailable(err)
+	// The Services are how clients follow the master and the budget how drains
+	// spare it, neither is how the controller sees the servers: one it cannot keep
+	// is reported, and probing and failover go on.
+	conflicts, err := ensureOwnedObjects(ctx, r.Client, r.Reader, sts)
+	var conditions []Condition
+	for _, c := range conflicts {
+		r.warnOnce(sts, EventObjectConflict+"/"+c, c)
+		conditions = append(conditions, Condition{Type: ConditionObjectConflict, Message: c, Since: time.Now()})
+	}
+	if err != nil {
+		logger.Error(err, "keeping the Services and the PodDisruptionBudget", "cluster", req.Name)
+		r.warnOnce(sts, EventObjectConflict, err.Error())
+		conditions = append(conditions, Condition{Type: ConditionSetupFailed, Message: err.Error(), Since: time.Now()})
+	}
+	// Backups are kept and reported beside the rest; a problem with them is reported
+	// and never stops probing or failover.
+	if conflict, err := r.keepBackupSchedule(ctx, sts, opts); conflict != "" || err != nil {
+		msg, kind := conflict, ConditionObjectConflict
+		if err != nil {
+			msg, kind = "keeping the backup CronJob: "+err.Error(), ConditionSetupFailed
+		}
+		r.warnOnce(sts, EventObjectConflict+"/backup", msg)
+		conditions = append(conditions, Condition{Type: kind, Message: msg, Since: time.Now()})
+	}
+	if err := r.reportBackups(ctx, sts); err != nil {
+		logger.Error(err, "reading the backup runs", "cluster", req.Name)
 	}
 	r.checkHeadlessService(ctx, req.NamespacedName, sts)
 	st, err := loadState(ctx, r.Reader, sts)
@@ -292,7 +371,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	// The master's write lease is renewed first thing in the round as well as in the
 	// act phase, so that a round slowed by servers that do not answer never lets it
 	// run out.
-	r.renewFirst(ctx, req.NamespacedName, st.Master, pods, creds)
+	r.rememberMaster(req.NamespacedName, st.Master, pods, creds)
+	r.renewFromMemory(ctx, req.NamespacedName)
 	snap := r.observe(ctx, sts, pods, creds, opts, st.ClusterState)
 	r.countFailures(req.NamespacedName, &snap)
 	r.closeGonePools(req.NamespacedName, snap)
@@ -308,6 +388,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	r.rememberMaster(req.NamespacedName, st.Master, pods, creds)
 	if err := r.publish(ctx, sts, pods, snap, plan); err != nil {
+		return ctrl.Result{}, err
+	}
+	if plan.RolloutStalled != "" {
+		conditions = append(conditions, Condition{Type: ConditionRolloutStalled, Message: plan.RolloutStalled, Since: time.Now()})
+	}
+	if err := r.publishConditions(ctx, sts, conditions); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: r.Options.ProbeInterval}, nil

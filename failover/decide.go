@@ -60,6 +60,15 @@ type Server struct {
 	// Initializing: the pod's init containers are still running, so its server has
 	// not run in this pod: it answers nothing yet, and acknowledged nothing.
 	Initializing bool
+	// UID identifies the pod (a rolling update deletes exactly the pod it decided on).
+	// Revision is the StatefulSet revision it runs (its controller-revision-hash
+	// label), Created when it was created, Ready its Ready condition. Broken says why
+	// one of its containers cannot run (ImagePullBackOff, CrashLoopBackOff, ...).
+	UID      string
+	Revision string
+	Created  time.Time
+	Ready    bool
+	Broken   string
 }
 
 // Snapshot is the whole cluster at one instant.
@@ -87,6 +96,9 @@ type Snapshot struct {
 
 	// Quarantined are the pods the state lists with errant transactions.
 	Quarantined map[string]string
+	// Promoting is the replica a promotion that has not ended stopped receiving (the
+	// state).
+	Promoting string
 	// SemiSync: durability semi-sync. Durable: the master's commits wait for a
 	// replica since position SemiSyncFrom (the state). A failover is lossless only to
 	// a replica that received SemiSyncFrom and is the most advanced of every server
@@ -99,6 +111,12 @@ type Snapshot struct {
 	// FailoverTo and TakeoverTo are the pending requests on the StatefulSet (nil:
 	// none); a server's ResetRequested is a reset-replica request on its pod.
 	FailoverTo, TakeoverTo *string
+	// UpdateRevision is the revision the StatefulSet's pods should run when the
+	// controller rolls them (its updateStrategy is OnDelete, as the webhook sets it);
+	// "" when it does not. A rolled pod not healthy RolloutStallAfter after it was
+	// created stops the rollout with an Event (it stops anyway until it is healthy).
+	UpdateRevision    string
+	RolloutStallAfter time.Duration
 	// WritesSafeAt is the earliest time another server than the recorded master may
 	// take writes: the master's write lease (the last one this controller granted, or
 	// one a previous controller may have granted) has run out and its sidecar has
@@ -142,9 +160,24 @@ type Plan struct {
 	// and one can acknowledge them: switch it on (and record the position).
 	// DisableSemiSync: a single-server cluster's master must not wait for anyone.
 	EnableSemiSync, DisableSemiSync bool
+	// SemiSyncOff lists servers other than the master whose commits still wait for
+	// replicas (an old master back after a failover): switched off after fencing,
+	// before they replicate, or their replication thread's own commits would wait
+	// for an acknowledgement nobody sends, for ever.
+	SemiSyncOff []string
+	// ClearPromoting: the replica a promotion left stopped replicates again (or is
+	// master): forget it.
+	ClearPromoting bool
 	// Unquarantine lists quarantined pods whose errant transactions are gone
 	// (re-cloned): they rejoin.
 	Unquarantine []string
+	// A rolling update, when nothing else is to be done: Roll names the pod to delete
+	// so that the StatefulSet recreates it at the update revision (replicas first,
+	// one at a time, each once every other server is healthy); RollHandoff names the
+	// updated replica the master is handed over to before it is rolled itself;
+	// RolloutStalled says why the rollout stopped (a rolled pod that does not come
+	// back healthy).
+	Roll, RollHandoff, RolloutStalled string
 
 	// Requests, decided here like everything else. Forced: a failover-to request,
 	// carried out before anything but fencing (a human asked); Takeover: a
@@ -233,6 +266,10 @@ func Decide(s Snapshot) Plan {
 			p.Fence = append(p.Fence, srv.Pod)
 			p.Reasons = append(p.Reasons, fmt.Sprintf("%s is writable but not the master: fence it", srv.Pod))
 		}
+		if srv.State.SemiSync.MasterEnabled {
+			p.SemiSyncOff = append(p.SemiSyncOff, srv.Pod)
+			p.Reasons = append(p.Reasons, fmt.Sprintf("%s is not the master but its commits wait for replicas: semi-sync master side off", srv.Pod))
+		}
 		if !master.Reachable || srv.Detached || srv.Terminating {
 			p.Healthy[srv.Pod] = false
 			continue
@@ -271,6 +308,19 @@ func Decide(s Snapshot) Plan {
 			p.Reasons = append(p.Reasons, fmt.Sprintf("%s replicates from %s but both threads are stopped (restarted): start them", srv.Pod, master.Pod))
 			continue
 		}
+		if r := srv.State.Replica; (srv.Pod == s.Promoting || p.Adopt != "") && r.IORunning == "No" && r.LastIOErrno == 0 && r.LastSQLErrno == 0 {
+			// A promotion stopped its IO thread and did not end; the master is back.
+			// Without a state (deleted), any such promotion is forgotten: the adopted
+			// master's stopped replicas are all started. Otherwise an IO thread
+			// someone else stopped is left alone.
+			p.Start = append(p.Start, srv.Pod)
+			p.Healthy[srv.Pod] = false
+			p.Reasons = append(p.Reasons, fmt.Sprintf("%s: its IO thread is stopped, by a promotion that did not end or before the state was lost: start it again", srv.Pod))
+			continue
+		}
+		if srv.Pod == s.Promoting {
+			p.ClearPromoting = true
+		}
 		p.Healthy[srv.Pod] = srv.State.Replica.Replicating() && srv.Lag >= 0 && srv.Lag <= s.MaxLag
 		anyHealthy = anyHealthy || p.Healthy[srv.Pod]
 	}
@@ -297,7 +347,122 @@ func Decide(s Snapshot) Plan {
 		decideHandoff(s, *master, &p)
 	}
 	decideRequests(s, &p)
+	decideRollout(s, &p)
 	return p
+}
+
+// RolloutCaughtUp is the lag under which a rolled replica has caught up, so that the
+// rollout goes on.
+const RolloutCaughtUp = 5 * time.Second
+
+// decideRollout rolls the pods that run an old revision of the StatefulSet, when the
+// cluster is settled and nothing else is to be done: replicas first, one at a time,
+// each once every other server is healthy and the last one rolled came back healthy
+// and caught up (replicating, lag under RolloutCaughtUp); then the master hands over to an updated replica
+// and is rolled last, as a replica. A rolled pod that does not come back healthy
+// stops the rollout: the pods not rolled yet keep their revision.
+func decideRollout(s Snapshot, p *Plan) {
+	if s.UpdateRevision == "" {
+		return
+	}
+	var stale []Server
+	for _, srv := range s.Servers {
+		if srv.Revision != "" && srv.Revision != s.UpdateRevision {
+			stale = append(stale, srv)
+		}
+	}
+	if len(stale) == 0 {
+		return
+	}
+	master := s.server(s.Master)
+	busy := p.Bootstrap != "" || p.Promote != "" || p.Handoff != "" || p.Takeover != "" || p.Forced != nil ||
+		p.OpenWrites || p.Adopt != "" || p.Held != "" || p.Wait != "" ||
+		len(p.Fence)+len(p.Repoint)+len(p.Start)+len(p.Reset)+len(p.SemiSyncOff) > 0
+	if busy || master == nil || !master.Reachable || master.State.ReadOnly {
+		return
+	}
+	if int64(len(s.Servers)) < s.Replicas {
+		p.Reasons = append(p.Reasons, "rolling update: waiting for every pod to exist")
+		return
+	}
+	for _, srv := range s.Servers {
+		if srv.Terminating {
+			p.Reasons = append(p.Reasons, fmt.Sprintf("rolling update: waiting for %s to go", srv.Pod))
+			return
+		}
+		if srv.Revision != s.UpdateRevision {
+			continue
+		}
+		if p.Healthy[srv.Pod] && srv.Ready {
+			if srv.Pod != master.Pod && srv.Lag > RolloutCaughtUp {
+				p.Reasons = append(p.Reasons, fmt.Sprintf("rolling update: waiting for %s to catch up (lag %v)", srv.Pod, srv.Lag))
+				return
+			}
+			continue
+		}
+		why := "not healthy yet"
+		switch {
+		case srv.Broken != "":
+			why = srv.Broken
+		case srv.Err != "":
+			why = srv.Err
+		case !srv.Ready:
+			why = "not Ready"
+		}
+		if srv.Broken != "" || (s.RolloutStallAfter > 0 && s.Now.Sub(srv.Created) > s.RolloutStallAfter) {
+			p.RolloutStalled = fmt.Sprintf("rolling update stopped: %s runs revision %s and is not healthy (%s); %d pod(s) keep the old revision until it is (fix the StatefulSet, e.g. its image: the rollout goes on)",
+				srv.Pod, s.UpdateRevision, why, len(stale))
+			p.Reasons = append(p.Reasons, p.RolloutStalled)
+			return
+		}
+		p.Reasons = append(p.Reasons, fmt.Sprintf("rolling update: waiting for %s to be healthy (%s)", srv.Pod, why))
+		return
+	}
+	// A stale replica that serves nothing goes first; a healthy one only when every
+	// other server is healthy, so that at most one is ever missing.
+	var replicas []Server
+	for _, srv := range stale {
+		if srv.Pod != master.Pod {
+			replicas = append(replicas, srv)
+		}
+	}
+	sort.SliceStable(replicas, func(i, j int) bool {
+		hi, hj := p.Healthy[replicas[i].Pod] && replicas[i].Ready, p.Healthy[replicas[j].Pod] && replicas[j].Ready
+		if hi != hj {
+			return !hi
+		}
+		return replicas[i].Ordinal > replicas[j].Ordinal
+	})
+	if len(replicas) > 0 {
+		next := replicas[0]
+		if p.Healthy[next.Pod] && next.Ready {
+			for _, srv := range s.Servers {
+				if srv.Pod != next.Pod && srv.Pod != master.Pod && !(p.Healthy[srv.Pod] && srv.Ready) {
+					p.Reasons = append(p.Reasons, fmt.Sprintf("rolling update: %s waits, %s is not healthy", next.Pod, srv.Pod))
+					return
+				}
+			}
+		}
+		p.Roll = next.Pod
+		p.Reasons = append(p.Reasons, fmt.Sprintf("rolling update: %s runs revision %s, roll it to %s", next.Pod, next.Revision, s.UpdateRevision))
+		return
+	}
+	// Only the master is left.
+	var updated []Server
+	for _, srv := range s.Servers {
+		if srv.Pod != master.Pod && p.Healthy[srv.Pod] && srv.Ready && (s.Replicas == 0 || srv.Ordinal < s.Replicas) {
+			updated = append(updated, srv)
+		}
+	}
+	if len(updated) == 0 {
+		if s.Replicas <= 1 {
+			p.Roll = master.Pod
+			p.Reasons = append(p.Reasons, fmt.Sprintf("rolling update: %s is the only server: roll it (writes stop until it is back)", master.Pod))
+		}
+		return
+	}
+	p.RollHandoff = MostAdvanced(updated).Pod
+	p.Reasons = append(p.Reasons, fmt.Sprintf("rolling update: every replica runs revision %s: hand master %s over to %s, then roll it", s.UpdateRevision, master.Pod, p.RollHandoff))
 }
 
 // decideRequests orders the human requests: a forced failover comes first and

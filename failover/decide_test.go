@@ -296,9 +296,14 @@ func TestRestartedReplicaIsStarted(t *testing.T) {
 		{"an IO thread stopped by hand stays stopped", func(s Server) Server { return stopped(s, "No", true, 0) }, false},
 		{"an IO error is not papered over", func(s Server) Server { return stopped(s, "No", false, 2003) }, false},
 		{"replicating", func(s Server) Server { return s }, false},
+		{"its IO thread stopped by a promotion that did not end", func(s Server) Server { return stopped(s, "No", true, 0) }, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p := Decide(Snapshot{Cluster: "db", Master: "db-0", MaxLag: time.Minute,
+			promoting := ""
+			if strings.Contains(c.name, "promotion") {
+				promoting = "db-1"
+			}
+			p := Decide(Snapshot{Cluster: "db", Master: "db-0", MaxLag: time.Minute, Promoting: promoting,
 				Servers: []Server{srv(t, "db-0", 0, "rw", "0-100-9", ""), c.db1(srv(t, "db-1", 1, "ro", "0-100-9", "db-0"))}})
 			if got := len(p.Start) == 1 && p.Start[0] == "db-1"; got != c.start {
 				t.Errorf("start = %v, want db-1 started: %v (%v)", p.Start, c.start, p.Reasons)
@@ -307,6 +312,18 @@ func TestRestartedReplicaIsStarted(t *testing.T) {
 				t.Errorf("healthy = %v", p.Healthy["db-1"])
 			}
 		})
+	}
+}
+
+// An old master back after a failover still has its semi-sync master side on: its
+// replication thread's commits would wait for ever. Switched off, like any replica's.
+func TestReplicaWithSemiSyncMasterOnIsSwitchedOff(t *testing.T) {
+	old := srv(t, "db-1", 1, "ro", "0-100-9", "db-0")
+	old.State.SemiSync.MasterEnabled = true
+	p := Decide(Snapshot{Cluster: "db", Master: "db-0", MaxLag: time.Minute,
+		Servers: []Server{srv(t, "db-0", 0, "rw", "0-100-9", ""), old}})
+	if len(p.SemiSyncOff) != 1 || p.SemiSyncOff[0] != "db-1" {
+		t.Errorf("SemiSyncOff = %v, want [db-1] (%v)", p.SemiSyncOff, p.Reasons)
 	}
 }
 

@@ -1,6 +1,8 @@
 package failover
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -33,6 +35,18 @@ var (
 		Name: "replicant_master",
 		Help: "1 for the pod that is the cluster's master.",
 	}, []string{"namespace", "cluster", "pod"})
+	gtidSequence = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "replicant_gtid_sequence",
+		Help: "The sequence number of the last GTID of each replication domain a server holds (its position).",
+	}, []string{"namespace", "cluster", "pod", "domain"})
+	clustersRemembered = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "replicant_clusters",
+		Help: "Clusters the controller keeps in memory (it forgets a deleted or opted-out one).",
+	})
+	poolsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "replicant_connection_pools",
+		Help: "Open connection pools to servers, one per server and user.",
+	})
 	semiSyncActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "replicant_semi_sync_active",
 		Help: "1 when the master's commits wait for a replica (durability semi-sync), 0 when it fell back to async.",
@@ -41,7 +55,30 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(operationsTotal, operationSeconds, writesBlockedSeconds, replicaLagSeconds,
-		probeErrorsTotal, masterInfo, semiSyncActive)
+		probeErrorsTotal, masterInfo, semiSyncActive, gtidSequence, clustersRemembered, poolsOpen,
+		backupLastSuccess, backupDuration, backupBytes, backupsTotal)
+}
+
+// forgetClusterMetrics drops every series of a cluster that is gone or opted out, so
+// that a manager running many clusters over time does not keep them all.
+func forgetClusterMetrics(namespace, cluster string) {
+	labels := prometheus.Labels{"namespace": namespace, "cluster": cluster}
+	for _, vec := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{operationsTotal, operationSeconds, writesBlockedSeconds, replicaLagSeconds, probeErrorsTotal, masterInfo, gtidSequence, semiSyncActive,
+		backupLastSuccess, backupDuration, backupBytes, backupsTotal} {
+		vec.DeletePartialMatch(labels)
+	}
+}
+
+// forgetPodMetrics drops the series of a pod the cluster no longer has.
+func forgetPodMetrics(namespace, cluster, pod string) {
+	labels := prometheus.Labels{"namespace": namespace, "cluster": cluster, "pod": pod}
+	for _, vec := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{replicaLagSeconds, probeErrorsTotal, masterInfo, gtidSequence} {
+		vec.DeletePartialMatch(labels)
+	}
 }
 
 // observeMetrics records what one snapshot shows.
@@ -49,6 +86,11 @@ func observeMetrics(namespace string, snap Snapshot, plan Plan) {
 	for _, srv := range snap.Servers {
 		if !srv.Reachable {
 			probeErrorsTotal.WithLabelValues(namespace, snap.Cluster, srv.Pod).Inc()
+		}
+		for domain, servers := range srv.State.CurrentPos {
+			for _, seq := range servers {
+				gtidSequence.WithLabelValues(namespace, snap.Cluster, srv.Pod, strconv.FormatUint(uint64(domain), 10)).Set(float64(seq))
+			}
 		}
 		if plan.Roles[srv.Pod] == RoleReplica {
 			lag := srv.Lag.Seconds()

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -126,9 +129,14 @@ func rootPassword(ctx context.Context, c client.Client, sts *appsv1.StatefulSet,
 	return "", fmt.Errorf("container %s has no MARIADB_ROOT_PASSWORD or MYSQL_ROOT_PASSWORD: replicant needs it once to create its own users", container)
 }
 
-// ensureServices keeps <sts>-master (role=master) and <sts>-replicas (role=replica,
-// healthy=yes), ports 3306 and 8080, owned by the StatefulSet.
-func ensureServices(ctx context.Context, c client.Client, sts *appsv1.StatefulSet) error {
+// ensureOwnedObjects keeps <sts>-master (role=master) and <sts>-replicas (role=replica,
+// healthy=yes), ports 3306 and 8080, and the PodDisruptionBudget <sts> (at most one
+// database pod evicted at a time: a drain never takes the master and a replica
+// together), all controlled by the StatefulSet. An object of one of those names the
+// StatefulSet does not control (a user's own) is never taken over: it is left as it
+// is and listed in conflicts.
+func ensureOwnedObjects(ctx context.Context, c client.Client, uncached client.Reader, sts *appsv1.StatefulSet) (conflicts []string, err error) {
+	var errs []error
 	for _, svc := range []struct {
 		name     string
 		selector map[string]string
@@ -137,11 +145,7 @@ func ensureServices(ctx context.Context, c client.Client, sts *appsv1.StatefulSe
 		{sts.Name + "-replicas", map[string]string{inject.LabelCluster: sts.Name, inject.LabelRole: RoleReplica, inject.LabelHealthy: "yes"}},
 	} {
 		obj := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: svc.name, Namespace: sts.Namespace}}
-		_, err := controllerutil.CreateOrUpdate(ctx, c, obj, func() error {
-			if obj.Labels == nil {
-				obj.Labels = map[string]string{}
-			}
-			obj.Labels[inject.LabelCluster] = sts.Name
+		conflict, err := keepControlled(ctx, c, uncached, sts, obj, func() {
 			obj.Spec.Selector = svc.selector
 			obj.Spec.Ports = []corev1.ServicePort{
 				{Name: "mysql", Port: 3306, TargetPort: intstr.FromInt32(3306), Protocol: corev1.ProtocolTCP},
@@ -150,11 +154,59 @@ func ensureServices(ctx context.Context, c client.Client, sts *appsv1.StatefulSe
 			// A server that is not Ready (its readiness probe) is still the master:
 			// clients and clones must reach it.
 			obj.Spec.PublishNotReadyAddresses = true
-			return controllerutil.SetControllerReference(sts, obj, c.Scheme())
 		})
-		if err != nil {
-			return fmt.Errorf("ensure Service %s: %w", svc.name, err)
+		if conflict {
+			conflicts = append(conflicts, fmt.Sprintf("Service %s exists and StatefulSet %s does not control it: left as it is, so it does not follow the master (new pods clone from the master's pod directly); rename or delete it", svc.name, sts.Name))
+		}
+		errs = append(errs, err)
+	}
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: sts.Name, Namespace: sts.Namespace}}
+	conflict, err := keepControlled(ctx, c, uncached, sts, pdb, func() {
+		one := intstr.FromInt32(1)
+		pdb.Spec.MaxUnavailable = &one
+		pdb.Spec.MinAvailable = nil
+		pdb.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{inject.LabelCluster: sts.Name}}
+		// A pod that is not Ready already serves nobody: it never blocks a drain.
+		always := policyv1.AlwaysAllow
+		pdb.Spec.UnhealthyPodEvictionPolicy = &always
+	})
+	if conflict {
+		conflicts = append(conflicts, fmt.Sprintf("PodDisruptionBudget %s exists and StatefulSet %s does not control it: left as it is; replicant's (one database pod evicted at a time) is not made", sts.Name, sts.Name))
+	}
+	return conflicts, errors.Join(append(errs, err)...)
+}
+
+// keepControlled creates or updates obj (its name and namespace set) as mutate makes
+// it, with replicant's cluster label, controlled by sts. An object of that name sts
+// does not control is left alone: conflict. The manager's cache holds only objects
+// with replicant's label: one it cannot see there is looked up in the API (uncached)
+// when creating it fails.
+func keepControlled(ctx context.Context, c client.Client, uncached client.Reader, sts *appsv1.StatefulSet, obj client.Object, mutate func()) (conflict bool, err error) {
+	kind := fmt.Sprintf("%T", obj)
+	kind = kind[strings.LastIndex(kind, ".")+1:]
+	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err == nil && !metav1.IsControlledBy(obj, sts) {
+		return true, nil
+	} else if err != nil && !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("read %s %s: %w", kind, obj.GetName(), err)
+	}
+	_, err = controllerutil.CreateOrUpdate(ctx, c, obj, func() error {
+		labels := obj.GetLabels()
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[inject.LabelCluster] = sts.Name
+		obj.SetLabels(labels)
+		mutate()
+		return controllerutil.SetControllerReference(sts, obj, c.Scheme())
+	})
+	if apierrors.IsAlreadyExists(err) {
+		theirs := obj.DeepCopyObject().(client.Object)
+		if uncached.Get(ctx, client.ObjectKeyFromObject(obj), theirs) == nil && !metav1.IsControlledBy(theirs, sts) {
+			return true, nil
 		}
 	}
-	return nil
+	if err != nil {
+		return false, fmt.Errorf("ensure %s %s: %w", kind, obj.GetName(), err)
+	}
+	return false, nil
 }

@@ -72,13 +72,15 @@ func (r *Reconciler) countFailures(key types.NamespacedName, snap *Snapshot) {
 }
 
 // closeGonePools closes the pools of addresses the cluster no longer has (a pod that
-// restarted with a new IP, or went away).
+// restarted with a new IP, or went away), and drops the metrics of pods it no longer
+// has (scaled down).
 func (r *Reconciler) closeGonePools(key types.NamespacedName, snap Snapshot) {
-	now := map[string]bool{}
+	now, pods := map[string]bool{}, map[string]bool{}
 	for _, srv := range snap.Servers {
 		if srv.Addr != "" {
 			now[srv.Addr] = true
 		}
+		pods[srv.Pod] = true
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -88,28 +90,34 @@ func (r *Reconciler) closeGonePools(key types.NamespacedName, snap Snapshot) {
 			r.closePools(addr)
 		}
 	}
-	mem.addrs = now
+	for pod := range mem.pods {
+		if !pods[pod] {
+			forgetPodMetrics(key.Namespace, key.Name, pod)
+		}
+	}
+	mem.addrs, mem.pods = now, pods
 }
 
-// dropPool closes the idle sessions to addr as user: the next use logs in again.
-func (r *Reconciler) dropPool(addr string, u mysql.User) {
-	r.pool(addr, u).ForgetSessions()
-}
-
-// pool returns the connection pool for addr as user, reusing it across probes.
+// pool returns the connection pool for addr as user, reusing it across probes. One
+// pool per address and user name: a new password (a rotated Secret) replaces the pool
+// and closes the old one's sessions.
 func (r *Reconciler) pool(addr string, u mysql.User) *mysql.Server {
-	key := addr + "|" + u.Name + "|" + u.Password
+	key := addr + "|" + u.Name
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p, ok := r.pools[key]; ok {
-		return p
+		if p.password == u.Password {
+			return p.Server
+		}
+		p.Close()
 	}
 	p, err := mysql.Open(mysql.Config{Addr: addr, User: u.Name, Password: u.Password,
 		ConnectTimeout: r.Options.ProbeTimeout, QueryTimeout: 2 * r.Options.ProbeTimeout}, nil)
 	if err != nil {
 		panic(err) // Open only fails on a malformed configuration, which is built here
 	}
-	r.pools[key] = p
+	r.pools[key] = pooled{Server: p, password: u.Password}
+	poolsOpen.Set(float64(len(r.pools)))
 	return p
 }
 
@@ -125,9 +133,13 @@ func ordinalOf(pod string) int64 {
 func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods []corev1.Pod, creds Credentials, opts inject.Options, st ClusterState) Snapshot {
 	snap := Snapshot{Cluster: sts.Name, Master: st.Master, MaxLag: opts.MaxLag, Replicas: desiredReplicas(sts),
 		AutoFailover: opts.Failover == inject.FailoverAuto, LastFailover: st.LastFailover,
-		Quarantined: st.Quarantine, SemiSync: opts.Durability == inject.DurabilitySemiSync, Durable: st.Durable,
+		Quarantined: st.Quarantine, Promoting: st.Promoting, SemiSync: opts.Durability == inject.DurabilitySemiSync, Durable: st.Durable,
 		MasterSource: st.MasterSource}
 	snap.SemiSyncFrom, _ = mysql.ParseGTIDSet(st.SemiSyncFrom)
+	if sts.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType {
+		snap.UpdateRevision = sts.Status.UpdateRevision
+		snap.RolloutStallAfter = r.Options.RolloutStallAfter
+	}
 	if v, ok := sts.Annotations[inject.AnnFailoverTo]; ok {
 		snap.FailoverTo = &v
 	}
@@ -162,6 +174,14 @@ func (r *Reconciler) observe(ctx context.Context, sts *appsv1.StatefulSet, pods 
 		}
 	}
 	snap.Servers = servers
+	r.mu.Lock()
+	rolled := r.mem(types.NamespacedName{Namespace: sts.Namespace, Name: sts.Name}).rolled
+	r.mu.Unlock()
+	for i := range snap.Servers {
+		if rolled != "" && snap.Servers[i].UID == rolled {
+			snap.Servers[i].Terminating = true // deleted by the rollout; the cache is behind
+		}
+	}
 	if snap.Master != "" && snap.server(snap.Master) == nil {
 		// The master's pod is gone (force-deleted, its node lost): a master that is
 		// down, for failover to decide — never a cluster without one, which would be
@@ -178,6 +198,8 @@ func (r *Reconciler) probe(ctx context.Context, sts *appsv1.StatefulSet, pod *co
 		Detached: pod.Annotations[inject.AnnDetached] == "true", ResetRequested: pod.Annotations[inject.AnnResetReplica] == "true"}
 	srv.Terminating = !pod.DeletionTimestamp.IsZero()
 	srv.Initializing = initializing(pod)
+	srv.UID, srv.Revision, srv.Created = string(pod.UID), pod.Labels[appsv1.ControllerRevisionHashLabelKey], pod.CreationTimestamp.Time
+	srv.Ready, srv.Broken = podReady(pod), brokenContainer(pod)
 	if pod.Status.PodIP == "" {
 		srv.Err = "pod has no IP"
 		return srv
@@ -189,7 +211,7 @@ func (r *Reconciler) probe(ctx context.Context, sts *appsv1.StatefulSet, pod *co
 		// The account exists but lacks a privilege: replication brought CREATE USER
 		// and not yet its GRANT. A session keeps the global privileges it logged in
 		// with, so the pooled ones would never get them: drop them.
-		r.dropPool(srv.Addr, srv.Login)
+		r.pool(srv.Addr, srv.Login).ForgetSessions()
 		err = &gomysql.MySQLError{Number: 1045, Message: "replicant's account is not fully granted yet"}
 	}
 	if isAccessDenied(err) {
@@ -220,6 +242,38 @@ func (r *Reconciler) probe(ctx context.Context, sts *appsv1.StatefulSet, pod *co
 
 // initializing reports whether the pod's init containers have not all finished: its
 // server has not run in this pod yet.
+func podReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// brokenContainer says why one of the pod's containers cannot run, from the reasons
+// the kubelet gives for a container that will not start by itself ("" when none).
+func brokenContainer(pod *corev1.Pod) string {
+	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
+	for _, cs := range statuses {
+		if w := cs.State.Waiting; w != nil {
+			switch w.Reason {
+			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff",
+				"CreateContainerConfigError", "CreateContainerError", "RunContainerError":
+				msg := fmt.Sprintf("container %s: %s", cs.Name, w.Reason)
+				if w.Message != "" {
+					msg += ": " + w.Message
+				}
+				if len(msg) > 300 {
+					msg = msg[:300] + "…"
+				}
+				return msg
+			}
+		}
+	}
+	return ""
+}
+
 func initializing(pod *corev1.Pod) bool {
 	if len(pod.Spec.InitContainers) == 0 {
 		return false

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/replicant-dev/replicant/failover"
+	"github.com/replicant-dev/replicant/mysql"
 	"github.com/replicant-dev/replicant/test/managed"
 	"github.com/replicant-dev/replicant/test/mariadb"
 )
@@ -145,6 +146,68 @@ func TestIsolatedMasterAcknowledgesNothingAFailoverLoses(t *testing.T) {
 	t.Logf("cut: db-0 fenced itself after %v, %s promoted after %v; acknowledged: outside %d, inside %d (%d after the cut), none lost; %d read_only polls, never two writable",
 		fencedAfter.Round(time.Millisecond), newMaster.Name, failedOverAfter.Round(time.Millisecond),
 		outside.count.Load(), inside.count.Load(), insideAfterCut, checker.polls.Load())
+}
+
+// TestIsolatedMasterRejoinsAndCatchesUp: a master cut off with no client of its own
+// (its semi-sync master side still on, waiting for replicas that never answer) comes
+// back after the failover holding nothing the new master lacks. It must rejoin as a
+// healthy replica and apply what the new master took meanwhile: a replica whose
+// semi-sync master side stayed on would make its own replication thread wait for an
+// acknowledgement nobody sends (found by the e2e suite: the old master stuck, lag
+// growing, after an apiserver outage).
+func TestIsolatedMasterRejoinsAndCatchesUp(t *testing.T) {
+	cl, path := startWithMasterBehindProxy(t, failover.SourcePodIP)
+	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
+	createApp(cl)
+	w := startWriter(cl)
+	w.waitFor("writes flowing", 50)
+	w.finish()
+
+	path.Cut()
+	newMaster := cl.Server(cl.FailoverFrom("db-0"))
+	after := startWriter(cl)
+	after.waitFor("writes on the new master", 50)
+	after.finish()
+	path.Heal(t)
+
+	old := cl.Servers[0]
+	oldState, newState := stateOf(t, old), stateOf(t, newMaster)
+	if errant := oldState.BinlogState.Errant(newState.BinlogState); len(errant) > 0 {
+		// The cut caught a heartbeat between its commit and its sending: the old
+		// master holds a transaction nobody received; quarantine is then right.
+		t.Skipf("the cut left %v on db-0 alone (quarantine is right; nothing to check here)", errant)
+	}
+	want := map[string]string{"db-0": "replica/yes", "db-1": "replica/yes", "db-2": "replica/yes"}
+	want[newMaster.Name] = "master/yes"
+	cl.Eventually("the old master a healthy replica", cl.Want(want))
+	cl.Eventually("the old master caught up", func() error {
+		present := rowIDs(t, old)
+		missing := 0
+		after.acked.Range(func(k, _ any) bool {
+			if !present[k.(int)] {
+				missing++
+			}
+			return true
+		})
+		if missing > 0 {
+			return fmt.Errorf("%d rows written on %s after the failover missing on db-0", missing, newMaster.Name)
+		}
+		return nil
+	})
+}
+
+func stateOf(t *testing.T, s *mariadb.Server) mysql.State {
+	t.Helper()
+	conn, err := mysql.Open(mysql.Config{Addr: s.Addr(), User: "root", Password: mariadb.RootPassword}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := conn.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // startLocalWriter writes ids from base on, one by one, to s itself: a client inside

@@ -6,13 +6,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/replicant-dev/replicant/inject"
 )
@@ -28,6 +32,60 @@ func (r *Reconciler) warnOnce(sts *appsv1.StatefulSet, reason, message string) {
 	if !repeated {
 		r.Recorder.Event(sts, corev1.EventTypeWarning, strings.SplitN(reason, "/", 2)[0], message)
 	}
+}
+
+// Condition is something that keeps a cluster from being fully managed, as the
+// StatefulSet's conditions annotation shows it.
+type Condition struct {
+	Type    string    `json:"type"`
+	Message string    `json:"message"`
+	Since   time.Time `json:"since"`
+}
+
+// Condition types.
+const (
+	ConditionObjectConflict = "ObjectConflict"
+	ConditionSetupFailed    = "SetupFailed"
+	ConditionRolloutStalled = "RolloutStalled"
+)
+
+// publishConditions writes the StatefulSet's conditions annotation when the set of
+// conditions (type and message) changed, keeping the time each one started; the
+// annotation goes away when none is left. Nothing is written while it stays the same.
+func (r *Reconciler) publishConditions(ctx context.Context, sts *appsv1.StatefulSet, now []Condition) error {
+	var before []Condition
+	if raw, ok := sts.Annotations[inject.AnnConditions]; ok {
+		_ = json.Unmarshal([]byte(raw), &before)
+	}
+	sort.Slice(now, func(i, j int) bool {
+		if now[i].Type != now[j].Type {
+			return now[i].Type < now[j].Type
+		}
+		return now[i].Message < now[j].Message
+	})
+	same := len(before) == len(now)
+	for i := range now {
+		for _, b := range before {
+			if b.Type == now[i].Type && b.Message == now[i].Message {
+				now[i].Since = b.Since
+			}
+		}
+		same = same && before[i].Type == now[i].Type && before[i].Message == now[i].Message
+	}
+	if same && (len(now) > 0) == (sts.Annotations[inject.AnnConditions] != "") {
+		return nil
+	}
+	patch := client.MergeFrom(sts.DeepCopy())
+	if len(now) == 0 {
+		delete(sts.Annotations, inject.AnnConditions)
+	} else {
+		data, _ := json.Marshal(now)
+		if sts.Annotations == nil {
+			sts.Annotations = map[string]string{}
+		}
+		sts.Annotations[inject.AnnConditions] = string(data)
+	}
+	return r.Client.Patch(ctx, sts, patch)
 }
 
 // checkHeadlessService warns once when replicas address their source through the
@@ -107,7 +165,7 @@ func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods 
 		}
 		if srv.Reachable {
 			s := srv.State
-			st.Version, st.ReadOnly, st.GTID, st.BinlogFmt, st.ReportHost = s.Version, s.ReadOnly, s.CurrentPos.String(), s.BinlogFormat, s.ReportHost
+			st.Version, st.ReadOnly, st.BinlogFmt, st.ReportHost = s.Version, s.ReadOnly, s.BinlogFormat, s.ReportHost
 			if s.Replica != nil {
 				st.IOThread, st.SQLThread, st.Source = s.Replica.IORunning, s.Replica.SQLRunning, s.Replica.SourceHost
 				if e := s.Replica.LastIOError + s.Replica.LastSQLError; e != "" {
@@ -115,7 +173,7 @@ func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods 
 				}
 			}
 			if srv.Lag >= 0 {
-				secs := int64(srv.Lag / time.Second)
+				secs := roundLag(int64(srv.Lag/time.Second), int64(snap.MaxLag/time.Second))
 				st.LagSeconds = &secs
 			}
 			if ss := s.SemiSync; plan.Roles[pod.Name] == RoleMaster && ss.MasterEnabled {
@@ -161,4 +219,26 @@ func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods 
 		}
 	}
 	return nil
+}
+
+// notOwnPublish drops the Pod updates that only carry what publish wrote (the role
+// and health labels, the status annotation): reacting to them would run a round
+// for each round's own report. Anything else about a pod (its phase, readiness, IP,
+// deletion, a user's label) still triggers a round at once.
+var notOwnPublish = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
+	newPod, ok2 := e.ObjectNew.(*corev1.Pod)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return !equality.Semantic.DeepEqual(withoutPublished(oldPod), withoutPublished(newPod))
+}}
+
+func withoutPublished(pod *corev1.Pod) *corev1.Pod {
+	p := pod.DeepCopy()
+	p.ResourceVersion, p.ManagedFields, p.Generation = "", nil, 0
+	delete(p.Labels, inject.LabelRole)
+	delete(p.Labels, inject.LabelHealthy)
+	delete(p.Annotations, inject.AnnStatus)
+	return p
 }

@@ -41,12 +41,13 @@ type ClusterState struct {
 	// lossless only for a candidate that received at least this position.
 	SemiSyncFrom string `json:"semiSyncFrom,omitempty"`
 	Durable      bool   `json:"durable,omitempty"`
+	// Promoting names the replica a promotion stopped receiving, until a master is
+	// recorded: a promotion that fails or dies half way leaves it to be started again.
+	Promoting string `json:"promoting,omitempty"`
 }
 
 // StateName is the name of a cluster's state ConfigMap.
 func StateName(sts string) string { return inject.StateConfigMap(sts) }
-
-const stateKey = "state"
 
 // storedState is a ClusterState with the object it was read from (nil: none yet).
 type storedState struct {
@@ -66,7 +67,7 @@ func loadState(ctx context.Context, r client.Reader, sts *appsv1.StatefulSet) (s
 		return storedState{}, fmt.Errorf("read state ConfigMap %s: %w", StateName(sts.Name), err)
 	}
 	st := storedState{obj: cm}
-	if data := cm.Data[stateKey]; data != "" {
+	if data := cm.Data[inject.StateKey]; data != "" {
 		if err := json.Unmarshal([]byte(data), &st.ClusterState); err != nil {
 			return storedState{}, fmt.Errorf("state ConfigMap %s: %w (the controller holds until it is fixed or deleted)", cm.Name, err)
 		}
@@ -84,7 +85,7 @@ func saveState(ctx context.Context, c client.Client, sts *appsv1.StatefulSet, st
 	if st.obj == nil {
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: StateName(sts.Name), Namespace: sts.Namespace,
 			Labels: map[string]string{inject.LabelCluster: sts.Name}},
-			Data: map[string]string{stateKey: string(data)}}
+			Data: map[string]string{inject.StateKey: string(data)}}
 		if err := controllerutil.SetControllerReference(sts, cm, c.Scheme()); err != nil {
 			return err
 		}
@@ -98,10 +99,10 @@ func saveState(ctx context.Context, c client.Client, sts *appsv1.StatefulSet, st
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
 	}
-	if cm.Data[stateKey] == string(data) {
+	if cm.Data[inject.StateKey] == string(data) {
 		return nil
 	}
-	cm.Data[stateKey] = string(data)
+	cm.Data[inject.StateKey] = string(data)
 	if err := c.Update(ctx, cm); err != nil {
 		return fmt.Errorf("record state in ConfigMap %s: %w", cm.Name, err)
 	}

@@ -241,6 +241,28 @@ run kubectl logs "$old" -c replicant-clone
 run kubectl get pods -L replicant.dev/role,replicant.dev/healthy
 run replicant topology -a db.default
 
+step "5d. MariaDB 10.11 -> 11.8 under a steady write load: replicas first, the master last by hand-over"
+echo "(the webhook set updateStrategy OnDelete: replicant rolls the pods, one at a time, each once the last one replicates again)"
+old=$(master)
+log=/tmp/replicant-demo-upgrade.log
+writer upgrade 900 >"$log" 2>&1 &
+writer_pid=$!
+sleep 3
+at=$(ms)
+run kubectl set image statefulset/db mariadb=mariadb:11.8
+wait_for 300 "both versions in the topology" bash -c "replicant topology -a db.default | grep -q ',11\.8\.'"
+run replicant topology -a db.default
+upgraded() { settled 3 && ! replicant topology -a db.default | grep -q ',10\.11\.'; }
+wait_for 600 "every server on 11.8" upgraded
+took=$(( $(ms) - at ))
+wait "$writer_pid" || true
+run replicant topology -a db.default
+run kubectl get events --field-selector reason=RollingUpdate -o custom-columns=MESSAGE:.message
+run kubectl get statefulset db -o jsonpath='{.metadata.annotations.replicant\.dev/last-operation}{"\n"}'
+acked_notes+=$(awk '$2 == "ok" {printf "\x27upgrade-%s\x27,", $3}' "$log")
+echo "upgraded in $(( took / 1000 )) s; master $old -> $(master)."
+echo "  writer: $(grep -c ' ok ' "$log" || true) writes acknowledged, $(grep -c ' fail ' "$log" || true) refused (one attempt every 100 ms): $(failure_kinds "$log")"
+
 step "6. Every acknowledged row is on every server"
 want=$(( 20 + $(tr ',' '\n' <<<"$acked_notes" | grep -c .) ))
 sleep 2

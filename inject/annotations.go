@@ -2,7 +2,7 @@ package inject
 
 import (
 	"fmt"
-	"net/url"
+
 	"sort"
 	"strconv"
 	"strings"
@@ -12,6 +12,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/replicant-dev/replicant/backup"
 )
 
 // This file owns replicant's API on the StatefulSet: every label and annotation name,
@@ -28,6 +30,9 @@ const (
 	InjectEnabled = "enabled"
 	// LabelCluster on the pod template (so on every pod) names the StatefulSet.
 	LabelCluster = Prefix + "cluster"
+	// LabelBackupOf marks the Jobs and pods of a cluster's backups (not members of
+	// it: no LabelCluster, so neither the Services nor the budget count them).
+	LabelBackupOf = Prefix + "backup-of"
 	// LabelRole and LabelHealthy on pods are written by the controller only.
 	LabelRole    = Prefix + "role"
 	LabelHealthy = Prefix + "healthy"
@@ -56,6 +61,10 @@ const (
 	AnnFailoverTo    = Prefix + "failover-to"
 	AnnMaster        = Prefix + "master"
 	AnnLastOperation = Prefix + "last-operation"
+	// AnnConditions on the StatefulSet lists what keeps the cluster from being fully
+	// managed (JSON: type, message, since), written by the controller when it
+	// changes; absent when nothing does.
+	AnnConditions = Prefix + "conditions"
 	// AnnStatus, AnnResetReplica and AnnDetached live on pods. reset-replica: "true"
 	// asks the controller to detach a replica (RESET SLAVE ALL); it then marks the
 	// pod detached: "true" and leaves it alone until that annotation is removed.
@@ -65,6 +74,10 @@ const (
 	// AnnInjected on the pod template records what the webhook injected:
 	// "<replicant version>/<hash of the injected parts>".
 	AnnInjected = Prefix + "injected"
+	// AnnUserUpdateStrategy on the StatefulSet keeps the user's own updateStrategy
+	// (JSON) while the webhook sets OnDelete (the controller rolls the pods, replicas
+	// first and master last); opting out puts it back.
+	AnnUserUpdateStrategy = Prefix + "user-update-strategy"
 )
 
 // statefulSetAnnotations is every annotation a StatefulSet may carry under Prefix.
@@ -75,6 +88,7 @@ var statefulSetAnnotations = map[string]bool{
 	AnnBackupSchedule: true, AnnBackupURI: true, AnnBackupSecret: true,
 	AnnBackupRetention: true, AnnInitURI: true,
 	AnnTakeoverTo: true, AnnFailoverTo: true, AnnMaster: true, AnnLastOperation: true,
+	AnnUserUpdateStrategy: true, AnnConditions: true,
 }
 
 // Flavor is the kind of server the StatefulSet runs.
@@ -127,7 +141,7 @@ type Options struct {
 	BackupSchedule    string
 	BackupURI         string
 	BackupSecret      string
-	BackupRetention   int
+	BackupRetention   string
 	InitURI           string
 }
 
@@ -142,9 +156,6 @@ func (p *Problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf
 func (p *Problems) refuse(annotation, value, allowed string) {
 	p.add("annotation %s: value %q is not allowed: %s", annotation, value, allowed)
 }
-
-// backupSchemes are the bucket kinds a backup URI may name.
-var backupSchemes = []string{"gs", "s3", "azure"}
 
 // ParseOptions reads, defaults and validates every replicant annotation of sts. It
 // returns all problems at once, so a user fixes a manifest in one round trip.
@@ -246,7 +257,7 @@ func ParseOptions(sts *appsv1.StatefulSet) (Options, error) {
 	}
 	bucketURI := func(annotation, example string, dst *string) {
 		if v, ok := ann[annotation]; ok {
-			if !validBucketURI(v) {
+			if _, err := backup.ParseURI(v); err != nil {
 				problems.refuse(annotation, v, example+" ("+schemesList()+")")
 			} else {
 				*dst = v
@@ -256,7 +267,7 @@ func ParseOptions(sts *appsv1.StatefulSet) (Options, error) {
 	secretName(AnnCredentialsSecret, &opts.CredentialsSecret)
 	secretName(AnnBackupSecret, &opts.BackupSecret)
 	bucketURI(AnnBackupURI, "a bucket URI such as s3://bucket/prefix", &opts.BackupURI)
-	bucketURI(AnnInitURI, "the URI of a backup such as s3://bucket/prefix/backup.xbstream.gz", &opts.InitURI)
+	bucketURI(AnnInitURI, "the URI of one backup, <backup-uri>/<namespace>/<sts>/<name>, or the newest one, <backup-uri>/<namespace>/<sts>/latest, such as s3://bucket/prefix/default/db/latest", &opts.InitURI)
 
 	if v, ok := ann[AnnBackupSchedule]; ok {
 		if _, err := cron.ParseStandard(v); err != nil {
@@ -268,11 +279,10 @@ func ParseOptions(sts *appsv1.StatefulSet) (Options, error) {
 		}
 	}
 	if v, ok := ann[AnnBackupRetention]; ok {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil || n < 1 {
-			problems.refuse(AnnBackupRetention, v, "a positive integer: how many backups to keep")
+		if r, err := backup.ParseRetention(v); err != nil {
+			problems.refuse(AnnBackupRetention, v, backup.RetentionHelp)
 		} else {
-			opts.BackupRetention = n
+			opts.BackupRetention = r.String()
 		}
 	}
 
@@ -282,29 +292,20 @@ func ParseOptions(sts *appsv1.StatefulSet) (Options, error) {
 	return opts, nil
 }
 
-// NotActedOn lists, for the annotations opts carries, those this release validates but
-// does not act on yet, each saying what happens instead. The webhook returns them as
-// admission warnings (kubectl prints them): a backup schedule that takes no backup
-// must not be silent.
+// NotActedOn lists, for the annotations opts carries, those that take no effect as
+// set, each saying why. The webhook returns them as admission warnings (kubectl prints
+// them): a setting that does nothing must not be silent.
 func (o Options) NotActedOn() []string {
 	var notes []string
-	var backup []string
-	for _, a := range []struct {
-		name string
-		set  bool
-	}{{AnnBackupSchedule, o.BackupSchedule != ""}, {AnnBackupURI, o.BackupURI != ""},
-		{AnnBackupSecret, o.BackupSecret != ""}, {AnnBackupRetention, o.BackupRetention != 0}} {
-		if a.set {
-			backup = append(backup, a.name)
+	if o.BackupURI == "" && o.InitURI == "" {
+		for _, a := range []struct {
+			name string
+			set  bool
+		}{{AnnBackupSecret, o.BackupSecret != ""}, {AnnBackupRetention, o.BackupRetention != ""}} {
+			if a.set {
+				notes = append(notes, fmt.Sprintf("%s has no effect without %s (or %s for %s)", a.name, AnnBackupURI, AnnInitURI, AnnBackupSecret))
+			}
 		}
-	}
-	if len(backup) > 0 {
-		notes = append(notes, fmt.Sprintf("%s: scheduled backups are not implemented by this release; no backup is taken",
-			strings.Join(backup, ", ")))
-	}
-	if o.InitURI != "" {
-		notes = append(notes, fmt.Sprintf("%s: restoring from a backup is not implemented by this release; a pod with no data and no server to clone from fails its %s step",
-			AnnInitURI, ContainerClone))
 	}
 	return notes
 }
@@ -350,22 +351,9 @@ func defaultContainer(containers []corev1.Container) (string, error) {
 	return "", fmt.Errorf("cannot tell which of the %d containers runs the database (none is named mariadb or mysql)", len(user))
 }
 
-func validBucketURI(v string) bool {
-	u, err := url.Parse(v)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	for _, s := range backupSchemes {
-		if u.Scheme == s {
-			return true
-		}
-	}
-	return false
-}
-
 func schemesList() string {
-	out := make([]string, len(backupSchemes))
-	for i, s := range backupSchemes {
+	out := make([]string, len(backup.Schemes))
+	for i, s := range backup.Schemes {
 		out[i] = s + "://"
 	}
 	return strings.Join(out, ", ")

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+
+	"github.com/replicant-dev/replicant/backup"
 )
 
 // FuzzAnnotations feeds arbitrary annotation values through the parser and the
@@ -54,8 +56,8 @@ func FuzzAnnotations(f *testing.F) {
 				t.Fatalf("accepted value %q", v)
 			}
 		}
-		if opts.BackupRetention < 0 {
-			t.Fatalf("accepted retention %d", opts.BackupRetention)
+		if _, err := backup.ParseRetention(opts.BackupRetention); opts.BackupRetention != "" && err != nil {
+			t.Fatalf("accepted retention %q", opts.BackupRetention)
 		}
 
 		once, _, err := Mutate(sts, testConfig)

@@ -37,8 +37,10 @@ const (
 	VolumeConf  = "replicant-conf"
 	VolumeState = "replicant-state"
 	// StateDir is where replicant-clone sees the controller's state ConfigMap
-	// (optional: absent for a cluster that never had a master).
+	// (optional: absent for a cluster that never had a master); StateKey is the
+	// ConfigMap's key, so the file StateDir/StateKey.
 	StateDir = "/replicant/state"
+	StateKey = "state"
 
 	// BinDir holds the replicant binary copied by replicant-install, so that every
 	// later step runs in the server's own image (mariadb-backup matches the server).
@@ -109,6 +111,9 @@ func Mutate(sts *appsv1.StatefulSet, cfg Config) (mutated *appsv1.StatefulSet, w
 		return nil, nil, err
 	}
 	if !Enabled(out) {
+		if err := restoreUpdateStrategy(out); err != nil {
+			return nil, nil, err
+		}
 		return out, nil, nil
 	}
 	opts, err := ParseOptions(out)
@@ -118,7 +123,42 @@ func Mutate(sts *appsv1.StatefulSet, cfg Config) (mutated *appsv1.StatefulSet, w
 	if err := add(out, opts, cfg); err != nil {
 		return nil, nil, err
 	}
+	rollByController(out)
 	return out, opts.NotActedOn(), nil
+}
+
+// rollByController sets the OnDelete update strategy, keeping the user's own in an
+// annotation: the controller rolls the pods itself, replicas first, each once the
+// last one replicates again, and the master last, after handing it over. The
+// StatefulSet controller's RollingUpdate would roll by ordinal, the master whenever
+// its turn comes, and wait only for readiness.
+func rollByController(sts *appsv1.StatefulSet) {
+	if sts.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType {
+		return
+	}
+	users, _ := json.Marshal(sts.Spec.UpdateStrategy)
+	if sts.Annotations == nil {
+		sts.Annotations = map[string]string{}
+	}
+	sts.Annotations[AnnUserUpdateStrategy] = string(users)
+	sts.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}
+}
+
+// restoreUpdateStrategy puts back the update strategy rollByController replaced.
+func restoreUpdateStrategy(sts *appsv1.StatefulSet) error {
+	saved, ok := sts.Annotations[AnnUserUpdateStrategy]
+	if !ok {
+		return nil
+	}
+	var users appsv1.StatefulSetUpdateStrategy
+	if err := json.Unmarshal([]byte(saved), &users); err != nil {
+		return Problems{fmt.Sprintf("annotation %s: %q is not an update strategy (%v); remove it, or set it to the StatefulSet's own, e.g. {\"type\":\"RollingUpdate\"}", AnnUserUpdateStrategy, saved, err)}
+	}
+	if sts.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType {
+		sts.Spec.UpdateStrategy = users
+	}
+	delete(sts.Annotations, AnnUserUpdateStrategy)
+	return nil
 }
 
 // isOurPreStop recognises the preStop hook add injects.
@@ -305,7 +345,7 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 	config := serverContainer(ContainerConfig, configArgs, pod, configMounts)
 	config.Resources = smallResources()
 
-	cloneArgs := append([]string{"clone", "--datadir=" + DataDir, "--state-file=" + path.Join(StateDir, "state")}, args...)
+	cloneArgs := append([]string{"clone", "--datadir=" + DataDir, "--state-file=" + path.Join(StateDir, StateKey)}, args...)
 	if opts.InitURI != "" {
 		cloneArgs = append(cloneArgs, "--init-uri="+opts.InitURI)
 	}
@@ -313,6 +353,12 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 		[]corev1.VolumeMount{binMount, datadir, {Name: VolumeConf, MountPath: ConfDir, ReadOnly: true},
 			// Pod 0 starts an empty server only when this says the cluster never had a master.
 			{Name: VolumeState, MountPath: StateDir, ReadOnly: true}})
+	if opts.InitURI != "" && opts.BackupSecret != "" {
+		// A restore reads the bucket with the credentials the cloud's SDK finds in its
+		// environment (AWS_ACCESS_KEY_ID…, AZURE_STORAGE_ACCOUNT…): the Secret's keys.
+		clone.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: opts.BackupSecret}}}}
+	}
 	// The clone prepares a backup (mariadb-backup --prepare); it may use what the server may.
 	clone.Resources = *db.Resources.DeepCopy()
 

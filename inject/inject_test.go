@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 var testConfig = Config{Image: "replicant:v0.1.0", ImagePullPolicy: corev1.PullIfNotPresent, Version: "v0.1.0"}
@@ -320,7 +321,7 @@ func TestRefusals(t *testing.T) {
 		{"bad init uri", ann(AnnInitURI, "/local/file"), []string{AnnInitURI, `"/local/file"`, "gs://"}},
 		{"bad schedule", ann(AnnBackupSchedule, "every day"), []string{AnnBackupSchedule, `"every day"`, "cron schedule"}},
 		{"schedule without uri", ann(AnnBackupSchedule, "@daily"), []string{AnnBackupSchedule, AnnBackupURI, "needs a bucket"}},
-		{"bad retention", ann(AnnBackupRetention, "0"), []string{AnnBackupRetention, `"0"`, "positive integer"}},
+		{"bad retention", ann(AnnBackupRetention, "0"), []string{AnnBackupRetention, `"0"`, "a count"}},
 		{"typo in annotation name", ann(Prefix+"failovr", "auto"), []string{Prefix + "failovr", "not a replicant annotation", AnnFailover}},
 		{"container does not exist", ann(AnnContainer, "db"), []string{AnnContainer, `"db"`, "mariadb"}},
 		{"ambiguous containers", func(s *appsv1.StatefulSet) {
@@ -384,11 +385,10 @@ func TestNotActedOnAnnotationsAreWarnedAbout(t *testing.T) {
 	}{
 		{"none", nil, nil},
 		{"acted-on annotations only", map[string]string{AnnFailover: "manual", AnnMaxLag: "1m", AnnDurability: "async"}, nil},
-		{"a backup schedule", map[string]string{AnnBackupSchedule: "@daily", AnnBackupURI: "s3://b/p", AnnBackupRetention: "3"},
-			[]string{AnnBackupSchedule + ", " + AnnBackupURI + ", " + AnnBackupRetention + ": scheduled backups are not implemented by this release; no backup is taken"}},
-		{"a backup Secret alone", map[string]string{AnnBackupSecret: "creds"}, []string{AnnBackupSecret + ": scheduled backups"}},
-		{"init-uri and a bucket", map[string]string{AnnInitURI: "s3://b/full.xbstream.gz", AnnBackupURI: "s3://b"},
-			[]string{AnnBackupURI + ": scheduled backups", AnnInitURI + ": restoring from a backup is not implemented by this release; a pod with no data and no server to clone from fails its replicant-clone step"}},
+		{"a backup schedule", map[string]string{AnnBackupSchedule: "@daily", AnnBackupURI: "s3://b/p", AnnBackupRetention: "3", AnnBackupSecret: "c"}, nil},
+		{"a backup Secret alone", map[string]string{AnnBackupSecret: "creds"}, []string{AnnBackupSecret + " has no effect without " + AnnBackupURI}},
+		{"a retention alone", map[string]string{AnnBackupRetention: "3"}, []string{AnnBackupRetention + " has no effect"}},
+		{"init-uri and its Secret", map[string]string{AnnInitURI: "s3://b/default/db/latest", AnnBackupSecret: "c"}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -438,7 +438,7 @@ func TestParseOptionsValuesAndDefaults(t *testing.T) {
 	}
 	want = Options{Flavor: FlavorMariaDB, Container: "mariadb", ServerIDOffset: 1000, Failover: FailoverManual,
 		Durability: DurabilityAsync, MaxLag: 120e9, CredentialsSecret: "db-creds", BackupSchedule: "0 3 * * *",
-		BackupURI: "s3://bucket/db", BackupSecret: "bucket-creds", BackupRetention: 7, InitURI: "gs://bucket/db/latest.xbstream"}
+		BackupURI: "s3://bucket/db", BackupSecret: "bucket-creds", BackupRetention: "7", InitURI: "gs://bucket/db/latest.xbstream"}
 	if opts != want {
 		t.Errorf("parsed = %+v, want %+v", opts, want)
 	}
@@ -494,5 +494,60 @@ func TestServerStopsOnlyOnceReadOnly(t *testing.T) {
 	out = mustMutate(t, out, testConfig)
 	if db := container(t, out.Spec.Template.Spec.Containers, "mariadb"); !equality.Semantic.DeepEqual(db.Lifecycle.PreStop, theirs) {
 		t.Fatalf("opt-out removed the user's preStop: %+v", db.Lifecycle)
+	}
+}
+
+// TestTheControllerRollsThePods: injection sets the OnDelete update strategy (the
+// controller rolls replicas first, master last) and keeps the user's own, which
+// opting out puts back; re-injecting changes nothing.
+func TestTheControllerRollsThePods(t *testing.T) {
+	in := userStatefulSet()
+	in.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To(int32(1))}}
+	out := mustMutate(t, in, testConfig)
+	if out.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType || out.Spec.UpdateStrategy.RollingUpdate != nil {
+		t.Fatalf("update strategy %+v, want OnDelete", out.Spec.UpdateStrategy)
+	}
+	if again := mustMutate(t, out, testConfig); !equality.Semantic.DeepEqual(again, out) {
+		t.Errorf("re-injecting changed the StatefulSet: %v", again.Annotations)
+	}
+	out.Labels[LabelInject] = "disabled"
+	back := mustMutate(t, out, testConfig)
+	if !equality.Semantic.DeepEqual(back.Spec.UpdateStrategy, in.Spec.UpdateStrategy) || back.Annotations[AnnUserUpdateStrategy] != "" {
+		t.Errorf("opting out gave update strategy %+v (annotation %q), want the user's %+v",
+			back.Spec.UpdateStrategy, back.Annotations[AnnUserUpdateStrategy], in.Spec.UpdateStrategy)
+	}
+	broken := out.DeepCopy()
+	broken.Annotations[AnnUserUpdateStrategy] = "rolling"
+	if _, _, err := Mutate(broken, testConfig); err == nil || !strings.Contains(err.Error(), AnnUserUpdateStrategy) || !strings.Contains(err.Error(), `"rolling"`) {
+		t.Errorf("a broken saved strategy: %v", err)
+	}
+}
+
+// TestARestoreGetsTheBucketsCredentials: with init-uri, the clone step restores from
+// the bucket with the backup Secret's keys in its environment; without, it gets none.
+func TestARestoreGetsTheBucketsCredentials(t *testing.T) {
+	sts := userStatefulSet()
+	sts.Annotations = map[string]string{AnnInitURI: "s3://bucket/prod/default/db/latest", AnnBackupSecret: "bucket-creds"}
+	out, _, err := Mutate(sts, testConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone := container(t, out.Spec.Template.Spec.InitContainers, ContainerClone)
+	if len(clone.EnvFrom) != 1 || clone.EnvFrom[0].SecretRef == nil || clone.EnvFrom[0].SecretRef.Name != "bucket-creds" {
+		t.Errorf("clone envFrom: %+v", clone.EnvFrom)
+	}
+	if !strings.Contains(strings.Join(clone.Command, " "), "--init-uri=s3://bucket/prod/default/db/latest") {
+		t.Errorf("clone command: %v", clone.Command)
+	}
+	for _, c := range append(out.Spec.Template.Spec.Containers, out.Spec.Template.Spec.InitContainers...) {
+		if c.Name != ContainerClone && len(c.EnvFrom) > 0 && c.EnvFrom[0].SecretRef != nil && c.EnvFrom[0].SecretRef.Name == "bucket-creds" {
+			t.Errorf("%s gets the bucket's credentials too", c.Name)
+		}
+	}
+	delete(sts.Annotations, AnnInitURI)
+	out, _, _ = Mutate(sts, testConfig)
+	if clone := container(t, out.Spec.Template.Spec.InitContainers, ContainerClone); len(clone.EnvFrom) != 0 {
+		t.Errorf("no restore, yet envFrom %+v", clone.EnvFrom)
 	}
 }

@@ -30,7 +30,7 @@ func BenchmarkCloneVersusPipe(b *testing.B) {
 	servers := mariadb.Start(b, 1, mariadb.Options{ExtraConfig: "innodb_buffer_pool_size = 512M\ninnodb_log_file_size = 256M"})
 	s := servers[0]
 	loadStart := time.Now()
-	fill(b, s, mib)
+	mariadb.Fill(b, s, mib)
 	b.Logf("loaded %d MiB in %v", mib, time.Since(loadStart).Round(time.Second))
 	_, url := donor(b, s, 0)
 	creds := filepath.Join(b.TempDir(), "creds.cnf")
@@ -79,27 +79,4 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
-}
-
-// fill writes about mib MiB of rows, doubling a table (not written to the binlog:
-// the benchmark is about the datadir).
-func fill(b *testing.B, s *mariadb.Server, mib int) {
-	db := s.DB()
-	conn, err := db.Conn(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	for _, q := range []string{"SET SESSION sql_log_bin = 0", "CREATE DATABASE bench",
-		"CREATE TABLE bench.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(1000)) ENGINE=InnoDB",
-		"INSERT INTO bench.t (pad) SELECT REPEAT(MD5(RAND()), 31) FROM bench.seq_1_to_1024"} {
-		if _, err := conn.ExecContext(context.Background(), q); err != nil {
-			b.Fatalf("%s: %v", q, err)
-		}
-	}
-	for rows := 1024; rows < mib*1024; rows *= 2 {
-		if _, err := conn.ExecContext(context.Background(), "INSERT INTO bench.t (pad) SELECT REPEAT(MD5(RAND()), 31) FROM bench.t"); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,16 +29,26 @@ type CloneConfig struct {
 	// (http://<sts>-replicas.<namespace>.svc:8080).
 	ReplicasURL, MasterURL string
 	InitURI                string
+	// Restore opens InitURI's backup (the backup package provides it); without it a
+	// restore is refused with a clear error.
+	Restore OpenBackupFunc
 	// StateFile is the controller's state of the cluster (its ConfigMap, mounted
 	// optionally): when it names a master, the cluster has had data, and pod 0 on an
 	// empty volume must not start an empty server that could be taken for it.
-	StateFile      string
+	StateFile string
+	// SidecarPort is the donors' sidecar port, for the recorded master's address
+	// (default 8080).
+	SidecarPort    int
 	BackupUser     string
 	BackupPassword string
 	// BackupBinary and StreamBinary default to mariadb-backup and mbstream.
 	BackupBinary, StreamBinary string
 	// ProbeTimeout bounds "does this source answer" (default 3s).
 	ProbeTimeout time.Duration
+	// IdleTimeout fails a clone whose source sent nothing for that long (default 5m):
+	// a donor stuck on a lock must not hold this pod, and the donor's single backup
+	// slot, for ever. Closing the stream stops the donor's backup.
+	IdleTimeout time.Duration
 	// ProgressEvery is how often progress is logged (default 5s).
 	ProgressEvery time.Duration
 	Log           logr.Logger
@@ -49,8 +61,12 @@ const (
 	DecisionKeep         Decision = "keep existing data"
 	DecisionFromReplicas Decision = "clone from a replica"
 	DecisionFromMaster   Decision = "clone from the master"
-	DecisionRestore      Decision = "restore from init-uri"
-	DecisionStartEmpty   Decision = "start empty (ordinal 0)"
+	// DecisionFromRecordedMaster: <sts>-master did not answer (a user's own Service
+	// of that name, left alone, may not carry the sidecar's port), so the clone goes
+	// to the master's pod address the controller recorded in its state.
+	DecisionFromRecordedMaster Decision = "clone from the recorded master's pod"
+	DecisionRestore            Decision = "restore from init-uri"
+	DecisionStartEmpty         Decision = "start empty (ordinal 0)"
 )
 
 // cloneMarker, present in the datadir, means a clone was being moved into place when
@@ -82,9 +98,16 @@ func Clone(ctx context.Context, cfg CloneConfig) (Decision, error) {
 		return DecisionFromMaster, cloneFrom(ctx, cfg, cfg.MasterURL)
 	}
 	log.Info("the master does not answer", "source", cfg.MasterURL)
+	if url := cfg.recordedMasterURL(); url != "" && cfg.answers(ctx, url) {
+		log.Info("decision: clone from the master's pod, as the controller recorded it", "source", url)
+		return DecisionFromRecordedMaster, cloneFrom(ctx, cfg, url)
+	}
 	if cfg.InitURI != "" {
 		log.Info("decision: restore from init-uri", "uri", cfg.InitURI)
-		return DecisionRestore, fmt.Errorf("restoring from %s (replicant.dev/init-uri) is not supported by this release yet", cfg.InitURI)
+		if cfg.Restore == nil {
+			return DecisionRestore, fmt.Errorf("restoring from %s (replicant.dev/init-uri): this build cannot read buckets", cfg.InitURI)
+		}
+		return DecisionRestore, install(ctx, cfg, cfg.InitURI, cfg.Restore)
 	}
 	ordinal, err := Ordinal(cfg.PodName)
 	if err != nil {
@@ -121,7 +144,30 @@ func recordedMaster(stateFile string) string {
 	return st.Master
 }
 
+// recordedMasterURL is the sidecar of the master the state file records, by the
+// address its replicas replicate from ("" when none is recorded, or it is this pod).
+func (cfg *CloneConfig) recordedMasterURL() string {
+	if cfg.StateFile == "" {
+		return ""
+	}
+	data, err := os.ReadFile(cfg.StateFile)
+	if err != nil {
+		return ""
+	}
+	var st struct {
+		Master       string `json:"master"`
+		MasterSource string `json:"masterSource"`
+	}
+	if json.Unmarshal(data, &st) != nil || st.MasterSource == "" || st.Master == cfg.PodName {
+		return ""
+	}
+	return fmt.Sprintf("http://%s", net.JoinHostPort(st.MasterSource, strconv.Itoa(cfg.SidecarPort)))
+}
+
 func (cfg *CloneConfig) defaults() {
+	if cfg.SidecarPort == 0 {
+		cfg.SidecarPort = 8080
+	}
 	if cfg.BackupBinary == "" {
 		cfg.BackupBinary = "mariadb-backup"
 	}
@@ -134,7 +180,19 @@ func (cfg *CloneConfig) defaults() {
 	if cfg.ProgressEvery == 0 {
 		cfg.ProgressEvery = 5 * time.Second
 	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
 }
+
+// cloneClient bounds connecting and waiting for the answer; the stream itself is
+// bounded by the idle watchdog (a whole clone may rightly take hours).
+var cloneClient = &http.Client{Transport: &http.Transport{
+	Proxy:                 http.ProxyFromEnvironment,
+	DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	TLSHandshakeTimeout:   10 * time.Second,
+	ResponseHeaderTimeout: 5 * time.Minute, // the donor answers once its backup runs
+}}
 
 // dataPresent: a datadir with the system schema (mysql/) holds an initialised server.
 func dataPresent(datadir string) (bool, string) {
@@ -172,29 +230,29 @@ func cleanInterrupted(datadir string, log logr.Logger) error {
 	return nil
 }
 
-// answers reports whether a sidecar answers /readyz at base (its server is up).
 func (cfg *CloneConfig) answers(ctx context.Context, base string) bool {
-	if base == "" {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, cfg.ProbeTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/readyz", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return Answers(ctx, base, cfg.ProbeTimeout)
 }
 
-// cloneFrom streams a backup from source into a work directory inside the datadir,
-// prepares it, records the GTID position it ends at, and moves it into place. On any
-// failure the work directory is removed and the datadir is as before.
-func cloneFrom(ctx context.Context, cfg CloneConfig, source string) (err error) {
+// cloneFrom streams a backup from the sidecar at source into the datadir (install).
+func cloneFrom(ctx context.Context, cfg CloneConfig, source string) error {
+	return install(ctx, cfg, source, func(ctx context.Context) (io.ReadCloser, func() error, error) {
+		stream, err := RequestBackup(ctx, source, cfg.BackupUser, cfg.BackupPassword, cfg.IdleTimeout)
+		if err != nil {
+			return nil, nil, err
+		}
+		return stream, func() error { _, err := stream.Finish(); return err }, nil
+	})
+}
+
+// OpenBackupFunc opens an xbstream to install; finished, called after its io.EOF,
+// says whether the stream was whole.
+type OpenBackupFunc func(ctx context.Context) (stream io.ReadCloser, finished func() error, err error)
+
+// install extracts an xbstream into a work directory inside the datadir, prepares
+// it, records the GTID position it ends at, and moves it into place. On any failure
+// the work directory is removed and the datadir is as before.
+func install(ctx context.Context, cfg CloneConfig, source string, open OpenBackupFunc) (err error) {
 	work, err := os.MkdirTemp(cfg.Datadir, tmpPrefix)
 	if err != nil {
 		return fmt.Errorf("clone: %w", err)
@@ -205,7 +263,7 @@ func cloneFrom(ctx context.Context, cfg CloneConfig, source string) (err error) 
 		}
 	}()
 	start := time.Now()
-	n, err := fetch(ctx, cfg, source, work)
+	n, err := extract(ctx, cfg, open, work)
 	if err != nil {
 		return fmt.Errorf("clone from %s failed after %d bytes (the datadir is unchanged; Kubernetes retries): %w", source, n, err)
 	}
@@ -233,54 +291,81 @@ func cloneFrom(ctx context.Context, cfg CloneConfig, source string) (err error) 
 	return nil
 }
 
-// fetch streams GET <source>/xbackup into mbstream -x in dir and checks the trailer.
-func fetch(ctx context.Context, cfg CloneConfig, source, dir string) (int64, error) {
+// extract opens the stream and feeds it to mbstream -x in dir.
+func extract(ctx context.Context, cfg CloneConfig, open OpenBackupFunc, dir string) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(source, "/")+"/xbackup", nil)
+	stream, finished, err := open(ctx)
 	if err != nil {
 		return 0, err
 	}
-	req.SetBasicAuth(cfg.BackupUser, cfg.BackupPassword)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return 0, fmt.Errorf("source answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	extract := exec.CommandContext(ctx, cfg.StreamBinary, "-x", "-C", dir)
+	defer stream.Close()
+	cmd := exec.CommandContext(ctx, cfg.StreamBinary, "-x", "-C", dir)
 	stdinR, stdin, err := streamPipe()
 	if err != nil {
 		return 0, err
 	}
-	extract.Stdin = stdinR
+	cmd.Stdin = stdinR
 	var stderr strings.Builder
-	extract.Stderr = &stderr
-	err = extract.Start()
+	cmd.Stderr = &stderr
+	err = cmd.Start()
 	stdinR.Close() // the child holds its own copy
 	if err != nil {
 		stdin.Close()
 		return 0, fmt.Errorf("start %s: %w", cfg.StreamBinary, err)
 	}
-	counter := &countingReader{r: resp.Body}
+	counter := &countingReader{r: stream}
 	stopProgress := cfg.progress(counter)
 	_, copyErr := io.CopyBuffer(stdin, counter, make([]byte, 1<<20))
 	stdin.Close()
-	waitErr := extract.Wait()
+	waitErr := cmd.Wait()
 	stopProgress()
 	n := counter.n.Load()
 	switch {
 	case copyErr != nil:
-		return n, fmt.Errorf("stream: %w", copyErr)
+		err = fmt.Errorf("stream: %w", copyErr)
 	case waitErr != nil:
-		return n, fmt.Errorf("mbstream: %v: %s", waitErr, lastLines(stderr.String(), 5))
-	case resp.Trailer.Get(BackupStatusTrailer) != "ok":
-		return n, fmt.Errorf("the source did not finish the backup (status %q)", resp.Trailer.Get(BackupStatusTrailer))
+		err = fmt.Errorf("mbstream: %v: %s", waitErr, lastLines(stderr.String(), 5))
+	default:
+		return n, finished()
 	}
-	return n, nil
+	// What the source says of its stream (cut short, or not what was stored) is
+	// often the cause of what failed here.
+	if ferr := finished(); ferr != nil {
+		err = fmt.Errorf("%w; the source: %v", err, ferr)
+	}
+	return n, err
+}
+
+// watchIdle cancels when counter has not grown for timeout; the returned func stops
+// the watch and says whether it fired.
+func watchIdle(c *countingReader, timeout time.Duration, cancel context.CancelFunc) (fired func() bool) {
+	done := make(chan struct{})
+	var hit atomic.Bool
+	go func() {
+		tick := time.NewTicker(min(timeout/4, time.Second))
+		defer tick.Stop()
+		last, since := c.n.Load(), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if n := c.n.Load(); n != last {
+				last, since = n, time.Now()
+			} else if time.Since(since) >= timeout {
+				hit.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() bool {
+		once.Do(func() { close(done) })
+		return hit.Load()
+	}
 }
 
 type countingReader struct {

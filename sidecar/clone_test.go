@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,6 +249,30 @@ func TestDecisionTable(t *testing.T) {
 			t.Fatalf("%q, %v", d, err)
 		}
 	})
+	t.Run("only the master's pod answers, at the address the state records: clone from it", func(t *testing.T) {
+		// <sts>-master is a user's own Service without the sidecar's port.
+		u, err := neturl.Parse(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, _ := strconv.Atoi(u.Port())
+		cfg := base(t.TempDir(), "db-2")
+		cfg.StateFile, cfg.SidecarPort = filepath.Join(t.TempDir(), "state"), port
+		os.WriteFile(cfg.StateFile, []byte(`{"master":"db-0","masterSource":"`+u.Hostname()+`","durable":true}`), 0o644)
+		if d, err := sidecar.Clone(ctx, cfg); err != nil || d != sidecar.DecisionFromRecordedMaster {
+			t.Fatalf("%q, %v", d, err)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.Datadir, "mysql")); err != nil {
+			t.Errorf("no cloned data: %v", err)
+		}
+		// The recorded master is this very pod (its volume was lost): not a source.
+		cfg = base(t.TempDir(), "db-0")
+		cfg.StateFile, cfg.SidecarPort = filepath.Join(t.TempDir(), "state"), port
+		os.WriteFile(cfg.StateFile, []byte(`{"master":"db-0","masterSource":"`+u.Hostname()+`","durable":true}`), 0o644)
+		if d, err := sidecar.Clone(ctx, cfg); !errors.Is(err, sidecar.ErrNothingToClone) || d != "" {
+			t.Fatalf("%q, %v", d, err)
+		}
+	})
 	t.Run("nothing answers, init-uri set: restore (not yet)", func(t *testing.T) {
 		cfg := base(t.TempDir(), "db-1")
 		cfg.InitURI = "s3://bucket/db"
@@ -327,6 +353,58 @@ func truncatingProxy(t *testing.T, target string, limit int64) string {
 	}))
 	t.Cleanup(hs.Close)
 	return hs.URL
+}
+
+// stallingProxy passes the first limit bytes of a backup through, then sends nothing
+// more and keeps the connection open: a donor stuck on a lock.
+func stallingProxy(t *testing.T, target string, limit int64) string {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.Path, nil)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.CopyN(w, resp.Body, limit)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the clone gives up and closes; so does the donor's request
+	}))
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+// TestStalledCloneGivesUp: the source stops sending mid-way and never closes. The
+// clone gives up after its idle timeout, says why, leaves the datadir as it was, and
+// the donor's backup stops, freeing its slot: a retry succeeds.
+func TestStalledCloneGivesUp(t *testing.T) {
+	ctx := context.Background()
+	servers := mariadb.Start(t, 1, mariadb.Options{})
+	_, url := donor(t, servers[0], 50)
+	dir := t.TempDir()
+	before := listing(t, dir)
+	cfg := sidecar.CloneConfig{Datadir: dir, PodName: "db-1", ReplicasURL: stallingProxy(t, url, 1<<20),
+		BackupUser: backupUser, BackupPassword: backupPassword, IdleTimeout: 2 * time.Second, Log: testr.New(t)}
+	_, err := sidecar.Clone(ctx, cfg)
+	if err == nil || !strings.Contains(err.Error(), "sent nothing for 2s") || !strings.Contains(err.Error(), "datadir is unchanged") {
+		t.Fatalf("a stalled clone: %v", err)
+	}
+	if got := listing(t, dir); got != before {
+		t.Errorf("datadir after a stalled clone:\n%s", got)
+	}
+	cfg.ReplicasURL = url
+	for try := 1; ; try++ {
+		d, err := sidecar.Clone(ctx, cfg)
+		if err == nil && d == sidecar.DecisionFromReplicas {
+			break
+		}
+		if try == 20 || !strings.Contains(fmt.Sprint(err), "429") {
+			t.Fatalf("retry %d: %q, %v", try, d, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // TestInterruptedCloneLeavesNoHalfDatadir: the stream breaks mid-way; the clone fails,
@@ -417,6 +495,15 @@ func TestXbackupAuthorisation(t *testing.T) {
 	first.Body.Close()
 	if first.StatusCode != http.StatusOK || n == 0 || first.Trailer.Get(sidecar.BackupStatusTrailer) != "ok" {
 		t.Errorf("first backup: %s, %d bytes, trailer %q", first.Status, n, first.Trailer.Get(sidecar.BackupStatusTrailer))
+	}
+	// The position and version a backup's manifest records: the donor's own.
+	var gtid, version string
+	servers[0].DB().QueryRow("SELECT @@gtid_binlog_pos, @@version").Scan(&gtid, &version)
+	if got := first.Trailer.Get(sidecar.BackupGTIDTrailer); got == "" || got != gtid {
+		t.Errorf("GTID trailer %q, the server is at %q", got, gtid)
+	}
+	if got := first.Trailer.Get(sidecar.BackupVersionTrailer); got != version {
+		t.Errorf("version trailer %q, the server says %q", got, version)
 	}
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/status"} {
 		resp, err := http.Get(url + path)

@@ -30,6 +30,14 @@ import (
 // the bytes look like, and a clone must not use it.
 const BackupStatusTrailer = "X-Replicant-Backup-Status"
 
+// BackupGTIDTrailer and BackupVersionTrailer carry, after a successful stream, the
+// GTID position the backup ends at and the server's version (from mariadb-backup's
+// xtrabackup_info), for a backup's manifest.
+const (
+	BackupGTIDTrailer    = "X-Replicant-Backup-Gtid"
+	BackupVersionTrailer = "X-Replicant-Backup-Server-Version"
+)
+
 // ServeConfig is what `replicant sidecar serve` needs.
 type ServeConfig struct {
 	Listen  string // :8080
@@ -316,8 +324,11 @@ func (s *Server) streamBackup(ctx context.Context, w http.ResponseWriter, log lo
 	if err := os.WriteFile(creds, []byte(text), 0o600); err != nil {
 		return 0, err
 	}
+	// --extra-lsndir keeps a copy of xtrabackup_info here: the position and version
+	// the stream's trailers report.
 	args := []string{option + creds, "--backup", "--stream=xbstream",
-		"--target-dir=" + filepath.Join(work, "target"), "--datadir=" + s.cfg.Datadir}
+		"--target-dir=" + filepath.Join(work, "target"), "--extra-lsndir=" + filepath.Join(work, "info"),
+		"--datadir=" + s.cfg.Datadir}
 	cmd := exec.CommandContext(ctx, s.cfg.BackupBinary, args...)
 	// A client that goes away cancels ctx: stop mariadb-backup, then kill it if needed.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
@@ -345,7 +356,7 @@ func (s *Server) streamBackup(ctx context.Context, w http.ResponseWriter, log lo
 	stderrDone.Add(1)
 	go func() { defer stderrDone.Done(); tail.consume(stderr) }()
 
-	w.Header().Set("Trailer", BackupStatusTrailer)
+	w.Header().Set("Trailer", strings.Join([]string{BackupStatusTrailer, BackupGTIDTrailer, BackupVersionTrailer}, ", "))
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
 	n, copyErr := copyFlushing(w, stdout)
@@ -359,7 +370,39 @@ func (s *Server) streamBackup(ctx context.Context, w http.ResponseWriter, log lo
 	case copyErr != nil:
 		return n, fmt.Errorf("stream to client: %w", copyErr)
 	}
+	if data, err := os.ReadFile(filepath.Join(work, "info", "xtrabackup_info")); err == nil {
+		info := ParseBackupInfo(string(data))
+		w.Header().Set(BackupGTIDTrailer, info.GTID)
+		w.Header().Set(BackupVersionTrailer, info.ServerVersion)
+	}
 	return n, nil
+}
+
+// BackupInfo is what xtrabackup_info says of a backup that matters afterwards.
+type BackupInfo struct {
+	GTID          string
+	ServerVersion string
+}
+
+// ParseBackupInfo reads xtrabackup_info ("key = value" lines; the position is
+// "binlog_pos = filename 'f', position 'p', GTID of the last change 'g'").
+func ParseBackupInfo(text string) BackupInfo {
+	var info BackupInfo
+	for _, line := range strings.Split(text, "\n") {
+		key, value, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(key) {
+		case "server_version":
+			info.ServerVersion = strings.TrimSpace(value)
+		case "binlog_pos":
+			if _, g, ok := strings.Cut(value, "GTID of the last change '"); ok {
+				info.GTID, _, _ = strings.Cut(g, "'")
+			}
+		}
+	}
+	return info
 }
 
 // copyFlushing copies with a large buffer and flushes each chunk to the client.

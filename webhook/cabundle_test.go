@@ -10,7 +10,6 @@ import (
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/replicant-dev/replicant/test/controlplane"
 	"github.com/replicant-dev/replicant/webhook"
@@ -23,14 +22,7 @@ func TestCABundleKeeperFillsTheBundleAndKeepsMatchConditions(t *testing.T) {
 	env := controlplane.Start(t, controlplane.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	data, err := os.ReadFile(filepath.Join(controlplane.RepoRoot(), "manifests", "webhook.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &admissionv1.MutatingWebhookConfiguration{}
-	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
-		t.Fatal(err)
-	}
+	cfg := shippedWebhookConfiguration(t)
 	if err := env.Client.Create(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}

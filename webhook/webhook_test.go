@@ -278,13 +278,13 @@ func TestWebhookOnRealAPIServer(t *testing.T) {
 		}
 	})
 
-	t.Run("annotations not acted on yet are warned about and the StatefulSet is stored", func(t *testing.T) {
+	t.Run("annotations that take no effect are warned about and the StatefulSet is stored", func(t *testing.T) {
 		out, err := apply(t, manifest{name: "backed-up", namespace: "apps", labelled: true,
-			annotations: map[string]string{inject.AnnBackupSchedule: "@daily", inject.AnnBackupURI: "s3://bucket/db"}})
+			annotations: map[string]string{inject.AnnBackupRetention: "7"}})
 		if err != nil {
 			t.Fatalf("kubectl apply: %v\n%s", err, out)
 		}
-		want := "Warning: replicant.dev/backup-schedule, replicant.dev/backup-uri: scheduled backups are not implemented by this release; no backup is taken"
+		want := "Warning: replicant.dev/backup-retention has no effect without replicant.dev/backup-uri"
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl output lacks %q:\n%s", want, out)
 		}
@@ -363,14 +363,7 @@ func containerNames(cs []corev1.Container) string {
 // policies), pointed at the local server instead of the in-cluster Service.
 func installWebhookConfiguration(t *testing.T, ctx context.Context, env *controlplane.Env) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(controlplane.RepoRoot(), "manifests", "webhook.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &admissionv1.MutatingWebhookConfiguration{}
-	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
-		t.Fatal(err)
-	}
+	cfg := shippedWebhookConfiguration(t)
 	for i := range cfg.Webhooks {
 		cc := &cfg.Webhooks[i].ClientConfig
 		url := fmt.Sprintf("https://%s:%d%s", env.WebhookHost, env.WebhookPort, *cc.Service.Path)
@@ -379,6 +372,20 @@ func installWebhookConfiguration(t *testing.T, ctx context.Context, env *control
 	if err := env.Client.Create(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// shippedWebhookConfiguration is manifests/webhook.yaml.
+func shippedWebhookConfiguration(t *testing.T) *admissionv1.MutatingWebhookConfiguration {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(controlplane.RepoRoot(), "manifests", "webhook.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &admissionv1.MutatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // waitForWebhook waits until the apiserver reaches the webhook (server-side dry-run).

@@ -30,6 +30,7 @@ type cliFlags struct {
 	alias, instanceName, dest      string
 	output                         string
 	timeout                        time.Duration
+	timeoutSet                     bool
 	noWait                         bool
 }
 
@@ -230,6 +231,7 @@ func (c *cli) outcome(k cluster, op failover.Operation) error {
 func newCLICommands(f *cliFlags) []*cobra.Command {
 	run := func(fn func(ctx context.Context, c *cli) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
+			f.timeoutSet = cmd.Flags().Changed("timeout")
 			c, err := f.connect(cmd.OutOrStdout())
 			if err != nil {
 				return err
@@ -278,6 +280,8 @@ func newCLICommands(f *cliFlags) []*cobra.Command {
 			}
 			return fmt.Errorf("output %q: allowed: json, wide", c.f.output)
 		}),
+		verb("backup", "Back a cluster (-a ALIAS) up now, to its bucket, and wait for it (a Job like the schedule's)", takeBackup),
+		verb("backups", "List a cluster's committed backups (-a ALIAS) from its bucket, with your own credentials", listBackups),
 		verb("which-master", "Print the cluster's master instance", func(ctx context.Context, c *cli) error {
 			k, _, err := c.find(ctx)
 			if err != nil {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -16,6 +18,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/replicant-dev/replicant/backup"
 	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/inject"
 	"github.com/replicant-dev/replicant/test/controlplane"
@@ -159,5 +162,121 @@ func cliRunner(ctx context.Context, kubeconfig string) func(args ...string) (str
 		root.SetArgs(append(orchestratorArgs(args), "--kubeconfig", kubeconfig))
 		err := root.ExecuteContext(ctx)
 		return out.String(), err
+	}
+}
+
+// TestCLIListsBackups: `backups -a` reads the cluster's backup-uri from a real
+// apiserver and lists the committed backups in that bucket, not the unfinished ones.
+func TestCLIListsBackups(t *testing.T) {
+	env := controlplane.Start(t, controlplane.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod"}}); err != nil {
+		t.Fatal(err)
+	}
+	bucket := t.TempDir()
+	for name, committed := range map[string]bool{"20261204T030000Z": true, "20261205T030000Z": true, "20261205T040000Z": false} {
+		dir := filepath.Join(bucket, "team", "prod", "db", name)
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, backup.DataObject), []byte("x"), 0o644)
+		if committed {
+			at, _ := time.Parse("20060102T150405Z", name)
+			m, _ := json.Marshal(backup.Manifest{Name: name, GTID: "0-1-" + name[6:8], StoredBytes: 3 << 20, StreamBytes: 30 << 20,
+				Start: at, End: at.Add(42 * time.Second), ServerVersion: "10.11.14-MariaDB"})
+			os.WriteFile(filepath.Join(dir, backup.ManifestObject), m, 0o644)
+		}
+	}
+	sts := fixture.StatefulSet("prod", "db")
+	sts.Annotations = map[string]string{inject.AnnBackupURI: "file://" + bucket + "/team"}
+	if err := env.Client.Create(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	other := fixture.StatefulSet("prod", "cache")
+	if err := env.Client.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	run := cliRunner(ctx, writeKubeconfig(t, env.Config, "prod", ""))
+
+	out, err := run("-c", "backups", "-a", "db.prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `NAME              GTID    STORED   STREAM    TOOK  SERVER
+20261204T030000Z  0-1-04  3.0 MiB  30.0 MiB  42s   10.11.14-MariaDB
+20261205T030000Z  0-1-05  3.0 MiB  30.0 MiB  42s   10.11.14-MariaDB
+`
+	if out != want {
+		t.Errorf("backups:\n%s\nwant:\n%s", out, want)
+	}
+	if _, err := run("backups", "-a", "cache.prod"); err == nil || !strings.Contains(err.Error(), inject.AnnBackupURI) {
+		t.Errorf("a cluster without a bucket: %v", err)
+	}
+}
+
+// TestCLIBackupRunsAJobAndWaits: `backup -a` makes a Job like the schedule's (the
+// injected replicant image's backup run, owned by the StatefulSet) on a real apiserver
+// and reports its outcome once it finished (here the Job controller's and the run's
+// part is played by the test: the apiserver alone runs no pod).
+func TestCLIBackupRunsAJobAndWaits(t *testing.T) {
+	env := controlplane.Start(t, controlplane.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod"}}); err != nil {
+		t.Fatal(err)
+	}
+	sts := fixture.StatefulSet("prod", "db")
+	sts.Annotations = map[string]string{inject.AnnBackupURI: "s3://backups/team", inject.AnnBackupRetention: "5"}
+	sts.Spec.Template.Spec.InitContainers = []corev1.Container{{Name: inject.ContainerInstall, Image: "registry.local/replicant:1.2.3"}}
+	if err := c.Create(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	run := cliRunner(ctx, writeKubeconfig(t, env.Config, "prod", ""))
+
+	go func() { // the Job controller and the run
+		for ctx.Err() == nil {
+			jobs := &batchv1.JobList{}
+			c.List(ctx, jobs, client.InNamespace("prod"), client.MatchingLabels{inject.LabelBackupOf: "db"})
+			if len(jobs.Items) == 0 {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			job := &jobs.Items[0]
+			end := time.Now().UTC()
+			m := backup.Manifest{Name: "20261205T120000Z", GTID: "0-100-7", StoredBytes: 1 << 20, StreamBytes: 8 << 20,
+				Source: "http://db-replicas.prod.svc:8080", Start: end.Add(-3 * time.Second), End: end}
+			outcome, _ := json.Marshal(failover.BackupOutcome{Manifest: &m, Pruned: 1})
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: job.Name + "-p", Namespace: "prod",
+				Labels: map[string]string{batchv1.JobNameLabel: job.Name}}, Spec: *job.Spec.Template.Spec.DeepCopy()}
+			c.Create(ctx, pod)
+			pod.Status = corev1.PodStatus{Phase: corev1.PodSucceeded, ContainerStatuses: []corev1.ContainerStatus{{Name: inject.ContainerBackup,
+				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Message: string(outcome)}}}}}
+			c.Status().Update(ctx, pod)
+			now := metav1.Now()
+			job.Status = batchv1.JobStatus{StartTime: &now, CompletionTime: &now, Succeeded: 1, Conditions: []batchv1.JobCondition{
+				{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now},
+				{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now}}}
+			if err := c.Status().Update(ctx, job); err != nil {
+				t.Errorf("job status: %v", err)
+			}
+			return
+		}
+	}()
+	out, err := run("backup", "-a", "db.prod")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(out, "backup 20261205T120000Z committed: GTID 0-100-7, 1.0 MiB stored (8.0 MiB streamed from http://db-replicas.prod.svc:8080) in 3s; 1 old backups deleted") {
+		t.Errorf("output:\n%s", out)
+	}
+	jobs := &batchv1.JobList{}
+	if err := c.List(ctx, jobs, client.InNamespace("prod")); err != nil || len(jobs.Items) != 1 {
+		t.Fatalf("jobs: %v", err)
+	}
+	job := jobs.Items[0]
+	cmd := strings.Join(job.Spec.Template.Spec.Containers[0].Command, " ")
+	if job.OwnerReferences[0].Name != "db" || job.Spec.Template.Spec.Containers[0].Image != "registry.local/replicant:1.2.3" ||
+		cmd != "/usr/local/bin/replicant backup run --backup-uri=s3://backups/team --statefulset=db --namespace=prod --termination-log=/dev/termination-log --retention=5" {
+		t.Errorf("job: owner %v, image %s, command %s", job.OwnerReferences, job.Spec.Template.Spec.Containers[0].Image, cmd)
 	}
 }

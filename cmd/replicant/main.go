@@ -52,6 +52,9 @@ keeps the <sts>-master and <sts>-replicas Services right, and fails over.`,
 		fl.StringVarP(&f.output, "output", "o", "", "output format: json (topology)")
 		fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the controller to carry out a request")
 		fl.BoolVar(&f.noWait, "no-wait", false, "write the request and return at once")
+		if verb.Name() == "backup" {
+			verb.AddCommand(newBackupRunCommand()) // backup run: what the Job runs
+		}
 		root.AddCommand(verb)
 	}
 	manager := newManagerCommand()

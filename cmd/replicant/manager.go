@@ -10,11 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -41,6 +39,8 @@ type managerFlags struct {
 	imagePullPolicy         string
 	probeInterval           time.Duration
 	writeLease              time.Duration
+	rolloutStallAfter       time.Duration
+	namespaces              []string
 	sourceAddressing        string
 }
 
@@ -77,6 +77,10 @@ serve the webhook.`,
 	fl.DurationVar(&f.probeInterval, "probe-interval", time.Second, "how often the controller probes every server")
 	fl.DurationVar(&f.writeLease, "write-lease", 3*time.Second,
 		"how long a master stays writable without the controller renewing its lease (its sidecar then fences it); another server takes writes only after it ran out")
+	fl.StringSliceVar(&f.namespaces, "namespaces", nil,
+		"namespaces whose StatefulSets the manager watches (comma-separated; default: all); with the chart's watchNamespaces it holds Roles only there")
+	fl.DurationVar(&f.rolloutStallAfter, "rollout-stall-after", 10*time.Minute,
+		"a pod a rolling update recreated that is not healthy this long after its creation stops the rollout with a RolloutStalled Event (a container that cannot start stops it at once)")
 	fl.StringVar(&f.sourceAddressing, "source-addressing", string(failover.SourceReportHost),
 		"what replicas replicate from: report-host (<pod>.<service>.<namespace>, follows a pod's new IP through DNS) or pod-ip")
 	goFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
@@ -99,17 +103,13 @@ func runManager(ctx context.Context, f managerFlags) error {
 	if err != nil {
 		return err
 	}
-	managed, err := labels.Parse(inject.LabelCluster)
-	if err != nil {
-		return err
-	}
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		// Cache only replicant's pods and Services, and never Secrets: credentials are
 		// read from the API when needed, not held for the whole cluster.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:     {Label: managed},
-			&corev1.Service{}: {Label: managed},
-		}},
+		Cache: failover.CacheOptions(f.namespaces),
+		// The manager lives as long as the process: the deprecation (a broadcaster
+		// outliving a shorter-lived manager) does not apply.
+		EventBroadcaster:        failover.NewEventBroadcaster(), //nolint:staticcheck
 		Client:                  client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
@@ -148,7 +148,8 @@ func runManager(ctx context.Context, f managerFlags) error {
 	if err := (&failover.Reconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorderFor("replicant"),
-		Options:  failover.Options{ProbeInterval: f.probeInterval, Addressing: addressing, WriteLease: f.writeLease},
+		Options: failover.Options{Image: f.image, ImagePullPolicy: policy, ProbeInterval: f.probeInterval, Addressing: addressing, WriteLease: f.writeLease,
+			RolloutStallAfter: f.rolloutStallAfter},
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the controller: %w", err)
 	}

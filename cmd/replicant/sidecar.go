@@ -6,11 +6,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/replicant-dev/replicant/backup"
 	"github.com/replicant-dev/replicant/inject"
 	"github.com/replicant-dev/replicant/sidecar"
 )
@@ -81,8 +83,12 @@ binlog/relay log names, semi-sync). Reads POD_NAME, POD_NAMESPACE, REPLICANT_SER
 		Short: "Fill an empty datadir from a replica or the master (init container replicant-clone)",
 		Long: `Decide whether this pod needs data and from where, logging each decision:
 data present -> keep it; a healthy replica answers on <sts>-replicas -> clone from it;
-else the master answers on <sts>-master -> clone from it; else init-uri -> restore (not
-in this release yet); else ordinal 0 -> start empty; else fail so Kubernetes retries.
+else the master answers on <sts>-master -> clone from it; else the master's pod,
+at the address the controller's state records, answers -> clone from it (a user's own
+Service named <sts>-master need not carry the sidecar's port); else init-uri -> restore
+that backup (<dir>/<name>, or <dir>/latest: the newest committed one), its checksum
+checked before anything moves, with the bucket's credentials from the environment;
+else ordinal 0 -> start empty; else fail so Kubernetes retries.
 A clone streams the source's /xbackup into a work directory inside the datadir volume,
 prepares it, records the GTID position it ends at (` + sidecar.CloneRecordFile + `)
 and only then moves it into place: an interrupted clone never leaves a half datadir.
@@ -100,6 +106,10 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 			if cloneCfg.MasterURL == "" {
 				cloneCfg.MasterURL = fmt.Sprintf("http://%s-master.%s.svc:%d", sts, ns, inject.SidecarPort)
 			}
+			cloneCfg.SidecarPort = inject.SidecarPort
+			if cloneCfg.InitURI != "" {
+				cloneCfg.Restore = backup.Restorer(cloneCfg.InitURI, newLogger().WithName("restore"))
+			}
 			cloneCfg.BackupUser, cloneCfg.BackupPassword = os.Getenv("REPLICANT_BACKUP_USER"), os.Getenv("REPLICANT_BACKUP_PASSWORD")
 			cloneCfg.Log = newLogger().WithName("clone")
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
@@ -114,6 +124,7 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 	clone.Flags().StringVar(&cloneCfg.StateFile, "state-file", "", "the controller's state of the cluster (pod 0 starts empty only when it names no master)")
 	clone.Flags().StringVar(&cloneCfg.ReplicasURL, "replicas-url", "", "sidecars of the healthy replicas (default http://<sts>-replicas.<namespace>.svc:8080)")
 	clone.Flags().StringVar(&cloneCfg.MasterURL, "master-url", "", "sidecar of the master (default http://<sts>-master.<namespace>.svc:8080)")
+	clone.Flags().DurationVar(&cloneCfg.IdleTimeout, "idle-timeout", 5*time.Minute, "give up a clone whose source sent nothing for this long (its backup is stopped; Kubernetes retries)")
 
 	var serveOpts serverOptions
 	serveCfg := sidecar.ServeConfig{}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/replicant-dev/replicant/backup"
 	"github.com/replicant-dev/replicant/mysql"
 	"github.com/replicant-dev/replicant/sidecar"
 	"github.com/replicant-dev/replicant/test/mariadb"
@@ -82,6 +85,31 @@ func TestSidecarCommands(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(datadir, "mysql")); err != nil {
 		t.Errorf("clone did not fill the datadir: %v", err)
 	}
+
+	// backup run takes a backup from the sidecar to a bucket; a clone with init-uri
+	// and nothing to clone from restores it.
+	bucket := t.TempDir()
+	var out bytes.Buffer
+	root2 := newRootCommand()
+	root2.SetOut(&out)
+	root2.SetArgs([]string{"backup", "run", "--backup-uri", "file://" + bucket, "--source", "http://127.0.0.1:1,http://" + listen, "--retention", "1"})
+	if err := root2.ExecuteContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var m backup.Manifest
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil || m.GTID == "" || m.Namespace != "prod" || m.StatefulSet != "db" {
+		t.Fatalf("manifest %s (%v)", out.String(), err)
+	}
+	restored := t.TempDir()
+	if err := runCommand(ctx, "sidecar", "clone", "--datadir", restored, "--replicas-url", "http://127.0.0.1:1",
+		"--master-url", "http://127.0.0.1:1", "--init-uri", "file://"+bucket+"/prod/db/latest"); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := os.ReadFile(filepath.Join(restored, sidecar.CloneRecordFile))
+	if err != nil || !strings.Contains(string(rec), m.GTID) {
+		t.Errorf("restore record %s (%v), want GTID %s", rec, err, m.GTID)
+	}
+
 	stopServe()
 	if err := <-served; err != nil {
 		t.Errorf("serve stopped with %v", err)

@@ -98,11 +98,12 @@ func formatTopology(instances []instance) string {
 }
 
 // formatWide is a table for people: one row per server with its role, health,
-// replication threads, lag, GTID position and last error.
+// replication threads, lag (rounded down: the status annotation's) and last error.
+// Positions are the manager's metric replicant_gtid_sequence.
 func formatWide(instances []instance) string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "INSTANCE\tROLE\tHEALTHY\tREAD-ONLY\tIO\tSQL\tLAG\tGTID\tLAST ERROR")
+	fmt.Fprintln(w, "INSTANCE\tROLE\tHEALTHY\tREAD-ONLY\tIO\tSQL\tLAG\tLAST ERROR")
 	for _, i := range instances {
 		role := "replica"
 		if i.Master {
@@ -130,7 +131,7 @@ func formatWide(instances []instance) string {
 		if i.Status.ErrantGTIDs != "" {
 			errText = "errant " + i.Status.ErrantGTIDs + " " + errText
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", i.Name, role, healthy, i.Status.ReadOnly, io, sql, lag, i.Status.GTID, strings.TrimSpace(errText))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\n", i.Name, role, healthy, i.Status.ReadOnly, io, sql, lag, strings.TrimSpace(errText))
 	}
 	w.Flush()
 	return b.String()

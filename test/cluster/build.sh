@@ -14,22 +14,25 @@ CACHE=${CACHE:?cache directory}
 COREDNS_VERSION=${COREDNS_VERSION:?}
 CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:?}
 REPLICANT_IMAGE=${REPLICANT_IMAGE:?image name the manifests use}
-MARIADB_IMAGE=${MARIADB_IMAGE:-docker.io/library/mariadb:10.11}
+RCLONE_VERSION=${RCLONE_VERSION:?}
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
 
 images=$root/bin/images
-rootfs=$CACHE/mariadb-rootfs-bookworm
 cm=$CACHE/cert-manager-$CERT_MANAGER_VERSION
 mkdir -p "$images" "$CACHE/images"
 started=$(date +%s)
 log() { printf 'cluster-build [%3ds] %s\n' "$(( $(date +%s) - started ))" "$*"; }
 
-deboot_pid=""
-if [ ! -x "$rootfs/usr/local/bin/docker-entrypoint.sh" ]; then
-  log "MariaDB root filesystem: debootstrap in the background"
-  "$here/mariadb-rootfs.sh" "$rootfs" >"$CACHE/mariadb-rootfs.log" 2>&1 &
-  deboot_pid=$!
-fi
+# Two MariaDB images: 10.11 (bookworm), what the clusters run, and 11.8 (trixie), the
+# major upgrade the e2e suite rolls them to. Both debootstraps run at once.
+deboot_pids=()
+for suite in bookworm trixie; do
+  if [ ! -x "$CACHE/mariadb-rootfs-$suite/usr/local/bin/docker-entrypoint.sh" ]; then
+    log "MariaDB root filesystem ($suite): debootstrap in the background"
+    "$here/mariadb-rootfs.sh" "$CACHE/mariadb-rootfs-$suite" "$suite" >"$CACHE/mariadb-rootfs-$suite.log" 2>&1 &
+    deboot_pids+=("$!:$suite")
+  fi
+done
 
 # The two Go builds side by side: each spends part of its time resolving modules and
 # linking on one core.
@@ -80,20 +83,28 @@ for c in controller cainjector webhook; do
     "[\"/app/cmd/$c/$c\"]" 1000:1000 "$cm/$c:/app/cmd/$c/$c"
 done
 
+# rclone (built by the Makefile's rclone target): the in-cluster S3 server backups go to.
+image "docker.io/rclone/rclone:${RCLONE_VERSION#v}" "$CACHE/images/rclone-$RCLONE_VERSION.tar" \
+  '["/usr/local/bin/rclone"]' 65532:65532 "$CACHE/rclone-$RCLONE_VERSION/rclone:/usr/local/bin/rclone"
+
 # replicant: the Dockerfile's final stage (the static binary, non-root), from this
 # checkout's bin/replicant — rebuilt every time, it changes with the code.
 rm -f "$images/replicant.tar"
 image "$REPLICANT_IMAGE" "$images/replicant.tar" '["/usr/local/bin/replicant"]' 65532:65532 \
   "$root/bin/replicant:/usr/local/bin/replicant"
 
-if [ -n "$deboot_pid" ]; then
-  log "waiting for the MariaDB root filesystem"
-  wait "$deboot_pid" || { cat "$CACHE/mariadb-rootfs.log"; exit 1; }
-fi
-mariadb_tar=$CACHE/images/mariadb-10.11.tar
-if [ ! -s "$mariadb_tar" ]; then
-  "$here/mkimage.sh" "$MARIADB_IMAGE" "$mariadb_tar" "$rootfs" '["docker-entrypoint.sh"]' "" '["mariadbd"]'
-  log "image $MARIADB_IMAGE"
-fi
-ln -sfn "$mariadb_tar" "$images/mariadb-10.11.tar"
+for p in "${deboot_pids[@]}"; do
+  log "waiting for the MariaDB root filesystem (${p#*:})"
+  wait "${p%%:*}" || { cat "$CACHE/mariadb-rootfs-${p#*:}.log"; exit 1; }
+done
+for v in 10.11:bookworm 11.8:trixie; do
+  version=${v%%:*} suite=${v#*:}
+  mariadb_tar=$CACHE/images/mariadb-$version.tar
+  if [ ! -s "$mariadb_tar" ]; then
+    "$here/mkimage.sh" "docker.io/library/mariadb:$version" "$mariadb_tar" "$CACHE/mariadb-rootfs-$suite" \
+      '["docker-entrypoint.sh"]' "" '["mariadbd"]'
+    log "image docker.io/library/mariadb:$version"
+  fi
+  ln -sfn "$mariadb_tar" "$images/mariadb-$version.tar"
+done
 log "done: $(ls "$images" | wc -l) images in $images"

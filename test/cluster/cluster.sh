@@ -14,9 +14,16 @@
 #                                   writes what a failure needs into logs/diagnostics
 #                                   (kept by down): pods with roles, events, objects,
 #                                   every container's log, each pod's replicant status
-#   test/cluster/cluster.sh partition NAMESPACE POD on|off
+#   test/cluster/cluster.sh partition NAMESPACE POD on|off [PORT]
 #                                   drops every packet of the pod's network namespace
-#                                   except loopback (iptables inside it), or stops
+#                                   except loopback (iptables inside it), or only TCP
+#                                   to PORT, or stops
+#   test/cluster/cluster.sh pid NAMESPACE POD [CONTAINER]
+#                                   a host pid in the pod's network namespace (its
+#                                   sandbox's), or its container's; from containerd
+#                                   alone, so it works while the apiserver is down
+#   test/cluster/cluster.sh apiserver stop|start
+#                                   stops or starts the kube-apiserver alone
 #
 # Binaries and image tarballs come from `make cluster-build` (paths in the variables
 # below). One function per component; LOCAL-CLUSTER-FACTS.md (beside DESIGN.md) says
@@ -68,7 +75,7 @@ until_ok() {
 # start NAME CMD…: runs a component in its own session, output to logs/NAME.log.
 start() {
   local name=$1; shift
-  setsid "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
+  setsid "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$DIR/pids/$name"
 }
 
@@ -401,14 +408,33 @@ down() {
   log "down: done (logs kept in ${DIR}.logs)"
 }
 
+# task_pid NAMESPACE POD [CONTAINER]: the host pid of a running task of the pod, from
+# containerd alone (it answers while the kube-apiserver is down): the container's,
+# or without CONTAINER the pod sandbox's, whose network namespace every container of
+# the pod shares and which outlives their restarts. A container that just restarted
+# may still be listed under its old task: look again for a moment.
+task_pid() {
+  local filter="labels.\"io.kubernetes.pod.namespace\"==$1,labels.\"io.kubernetes.pod.name\"==$2"
+  if [ -n "${3:-}" ]; then
+    filter="$filter,labels.\"io.kubernetes.container.name\"==$3"
+  else
+    filter="$filter,labels.\"io.cri-containerd.kind\"==sandbox"
+  fi
+  local try id pid
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    for id in $(ctr containers ls -q "$filter"); do
+      pid=$(ctr tasks ls | awk -v id="$id" '$1 == id && $3 == "RUNNING" {print $2}')
+      [ -z "$pid" ] || { echo "$pid"; return 0; }
+    done
+    sleep 0.5
+  done
+  die "no running ${3:-sandbox} in pod $1/$2"
+}
+
 # crash NAMESPACE POD CONTAINER
 crash() {
-  local id pid
-  id=$(kubectl -n "$1" get pod "$2" -o jsonpath="{.status.containerStatuses[?(@.name==\"$3\")].containerID}")
-  id=${id#containerd://}
-  [ -n "$id" ] || die "no running container $3 in pod $1/$2"
-  pid=$(ctr tasks ls | awk -v id="$id" '$1 == id {print $2}')
-  [ -n "$pid" ] || die "container $id has no task"
+  local pid
+  pid=$(task_pid "$1" "$2" "$3")
   kill -9 "$pid"
 }
 
@@ -433,38 +459,47 @@ diagnose() {
   log "diagnose: written to $out (kept in ${DIR}.logs/diagnostics by down)"
 }
 
-# partition NAMESPACE POD on|off
+# partition NAMESPACE POD on|off [PORT]: every packet of the pod's network namespace
+# except loopback, or with PORT only TCP packets to it (a webhook down, say).
 partition() {
-  local id pid="" op try
-  # Any running container of the pod shares its network namespace. One that just
-  # restarted (a manager that lost its lease) may still be listed under its old id:
-  # look again for a moment.
-  for try in 1 2 3 4 5 6 7 8 9 10; do
-    for id in $(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[*].containerID}'); do
-      id=${id#containerd://}
-      pid=$(ctr tasks ls | awk -v id="$id" '$1 == id && $3 == "RUNNING" {print $2}')
-      [ -z "$pid" ] || break 2
-    done
-    sleep 1
-  done
-  [ -n "$pid" ] || die "no running container in pod $1/$2"
+  local pid op rules
+  pid=$(task_pid "$1" "$2")
   case "$3" in
     on) op=-I ;;
     off) op=-D ;;
     *) die "partition: on or off, not $3" ;;
   esac
-  for rule in "INPUT ! -i lo" "OUTPUT ! -o lo"; do
+  if [ -n "${4:-}" ]; then
+    rules=("INPUT -p tcp --dport $4")
+  else
+    rules=("INPUT ! -i lo" "OUTPUT ! -o lo")
+  fi
+  for rule in "${rules[@]}"; do
     # shellcheck disable=SC2086
     nsenter -t "$pid" -n iptables -w $op $rule -j DROP || [ "$3" = off ]
   done
+}
+
+# apiserver_ctl stop|start: the kube-apiserver alone; everything else keeps running
+# (kubelet and the pods' containers, as on a real node while its control plane is away).
+apiserver_ctl() {
+  case "$1" in
+    stop) # at once, as a crashed or unreachable one: no graceful shutdown
+      [ -f "$DIR/pids/kube-apiserver" ] || die "apiserver: not running"
+      kill -9 "$(cat "$DIR/pids/kube-apiserver")" && rm -f "$DIR/pids/kube-apiserver" ;;
+    start) apiserver ;;
+    *) die "apiserver: stop or start, not $1" ;;
+  esac
 }
 
 case "${1:-}" in
   up) trap 'rc=$?; [ "$rc" = 0 ] || log_tails >&2; exit "$rc"' EXIT; up ;;
   crash) shift; crash "$@" ;;
   partition) shift; partition "$@" ;;
+  pid) shift; task_pid "$@" ;;
+  apiserver) shift; apiserver_ctl "$@" ;;
   diagnose) diagnose ;;
   down) down ;;
   env) echo "export KUBECONFIG=$KUBECONFIG" ;;
-  *) echo "usage: $0 up|down|env|crash NAMESPACE POD CONTAINER|partition NAMESPACE POD on|off|diagnose" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|env|crash NAMESPACE POD CONTAINER|partition NAMESPACE POD on|off [PORT]|pid NAMESPACE POD [CONTAINER]|apiserver stop|start|diagnose" >&2; exit 2 ;;
 esac

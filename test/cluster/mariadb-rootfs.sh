@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
-# Builds the root filesystem of the MariaDB image the local cluster runs: Debian bookworm
-# (debootstrap from the machine's own Debian mirror) with mariadb-server and
+# Builds the root filesystem of a MariaDB image the local cluster runs: a Debian suite
+# (bookworm: MariaDB 10.11; trixie: 11.8, the upgrade the e2e suite rolls to;
+# debootstrap from the machine's own Debian mirror) with mariadb-server and
 # mariadb-backup, the mysql user at uid/gid 999 as in the official image, and an
 # entrypoint that behaves like the official one for what replicant relies on.
 # Test infrastructure: no image can be pulled on the development machines.
 #
-#   test/cluster/mariadb-rootfs.sh DEST_DIR
+#   test/cluster/mariadb-rootfs.sh DEST_DIR [SUITE]   (default bookworm)
 set -euo pipefail
 
 dest=${1:?destination directory}
+suite=${2:-bookworm}
 here=$(cd "$(dirname "$0")" && pwd)
 [ -x "$dest/usr/local/bin/docker-entrypoint.sh" ] && exit 0
 
 # The mirror the machine's apt already uses (deb822 or one-line sources).
 mirror=$(sed -n 's/^URIs: *\([^ ]*debian\)\/*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
-[ -n "$mirror" ] || mirror=$(sed -n 's/^deb \(http[^ ]*debian\)\/* bookworm .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -1)
+[ -n "$mirror" ] || mirror=$(sed -n 's/^deb \(http[^ ]*debian\)\/* [a-z]* .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -1)
 mirror=${mirror:-http://deb.debian.org/debian}
 
 work="$dest.tmp"
 rm -rf "$work"
 trap 'umount "$work/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
-echo "mariadb-image: debootstrap bookworm from $mirror (~2 min)"
-debootstrap --variant=minbase bookworm "$work" "$mirror" >"$work.log" 2>&1 || { tail -20 "$work.log"; exit 1; }
+echo "mariadb-image: debootstrap $suite from $mirror (~2 min)"
+debootstrap --variant=minbase "$suite" "$work" "$mirror" >"$work.log" 2>&1 || { tail -20 "$work.log"; exit 1; }
 rm -f "$work.log"
 
 # uid/gid 999 before the package creates the user, as the official image does.

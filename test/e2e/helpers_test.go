@@ -142,42 +142,37 @@ func cloneLog(pod string) string {
 	return mustKubectl("logs", pod, "-c", "replicant-clone")
 }
 
-// writer inserts one row per attempt through <sts>-master from the client pod (a new
-// connection each time, 100 ms apart, each bounded to 5 s: a commit that waits for an
-// acknowledgement longer is abandoned, not acknowledged) and reports which attempts
-// were acknowledged.
+// writer inserts one row per attempt through <sts>-master from the client pod's network
+// namespace (a new connection each time, 100 ms apart, each bounded to 5 s: a commit
+// that waits for an acknowledgement longer is abandoned, not acknowledged) and
+// reports which attempts were acknowledged. It runs on the node (hostLoop) and goes
+// to the Service's cluster IP, so it keeps writing while the apiserver is down.
 type writer struct {
 	prefix string
-	done   chan struct{}
-	out    bytes.Buffer
+	loop   *hostLoop
 }
 
 func startWriter(prefix string, attempts int) *writer {
-	w := &writer{prefix: prefix, done: make(chan struct{})}
+	GinkgoHelper()
+	var svc corev1.Service
+	Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: sts + "-master"}, &svc)).To(Succeed())
 	script := fmt.Sprintf(`for i in $(seq 1 %d); do
-  if out=$(timeout 5 mariadb -h %s-master -uapp -p%s --connect-timeout=1 -N -s shop \
+  if out=$(inPod %s client timeout 5 mariadb -h %s -uapp -p%s --connect-timeout=1 -N -s shop \
       -e "INSERT INTO orders (note, server) VALUES ('%s-$i', @@hostname); SELECT @@hostname" 2>/dev/null); then
     echo "$(date +%%s%%3N) ok $i $out"
   else
     echo "$(date +%%s%%3N) fail $i"
   fi
   sleep 0.1
-done`, attempts, sts, appPass, prefix)
-	cmd := exec.Command(filepath.Join(root, "bin", "kubectl"), "exec", "client", "--", "bash", "-c", script)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	cmd.Stdout = &w.out
-	Expect(cmd.Start()).To(Succeed())
-	go func() { _ = cmd.Wait(); close(w.done) }()
-	DeferCleanup(func() { _ = cmd.Process.Kill(); <-w.done })
-	return w
+done`, attempts, ns, svc.Spec.ClusterIP, appPass, prefix)
+	return &writer{prefix: prefix, loop: startHostLoop(script)}
 }
 
 // wait returns the acknowledged attempt numbers and the servers that took them.
 func (w *writer) wait() (acked []string, servers map[string]int, lines []string) {
 	GinkgoHelper()
-	Eventually(w.done).WithTimeout(3 * time.Minute).Should(BeClosed())
 	servers = map[string]int{}
-	lines = strings.Split(strings.TrimSpace(w.out.String()), "\n")
+	lines = w.loop.lines()
 	for _, l := range lines {
 		f := strings.Fields(l)
 		if len(f) >= 4 && f[1] == "ok" {
@@ -246,4 +241,37 @@ func dbPodLabel(pod, label string) string {
 		}
 	}
 	return ""
+}
+
+// evict asks the Eviction API to evict a pod, as kubectl drain does.
+func evict(pod string) (string, error) {
+	eviction := fmt.Sprintf(`{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":%q,"namespace":%q}}`, pod, ns)
+	return runStdin(eviction, "create", "--raw", "/api/v1/namespaces/"+ns+"/pods/"+pod+"/eviction", "-f", "-")
+}
+
+// podRevisions is each database pod's StatefulSet revision, and the revision the
+// StatefulSet wants them at.
+func podRevisions() (pods map[string]string, update string) {
+	GinkgoHelper()
+	pods = map[string]string{}
+	for _, p := range dbPods() {
+		pods[p.Name] = p.Labels["controller-revision-hash"]
+	}
+	update = mustKubectl("get", "statefulset", sts, "-o", "jsonpath={.status.updateRevision}")
+	return pods, update
+}
+
+// eventsSince lists the messages of the Events with reason since t, oldest first.
+func eventsSince(reason string, t time.Time) []string {
+	GinkgoHelper()
+	var list corev1.EventList
+	Expect(k8s.List(context.Background(), &list, client.InNamespace(ns), client.MatchingFields{"reason": reason})).To(Succeed())
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].LastTimestamp.Before(&list.Items[j].LastTimestamp) })
+	var out []string
+	for _, e := range list.Items {
+		if !e.LastTimestamp.Time.Before(t.Truncate(time.Second)) {
+			out = append(out, e.Message)
+		}
+	}
+	return out
 }

@@ -122,6 +122,7 @@ func TestKustomizeAndHelmRenderTheSameObjects(t *testing.T) {
 		"PodDisruptionBudget/replicant-system/replicant", "Role/replicant-system/replicant-manager",
 		"RoleBinding/replicant-system/replicant-manager", "Service/replicant-system/replicant-webhook",
 		"ServiceAccount/replicant-system/replicant",
+		"ValidatingAdmissionPolicy//replicant-manager", "ValidatingAdmissionPolicyBinding//replicant-manager",
 	}
 	if got := keys(helmed); !reflect.DeepEqual(got, want) {
 		t.Errorf("rendered objects = %v\nwant %v", got, want)

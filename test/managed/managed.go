@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,15 +23,18 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	toolswatch "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/inject"
@@ -54,6 +59,8 @@ type Cluster struct {
 	sidecars map[string]func() // stops each pod's sidecar
 	// API is the manager's path to the apiserver (Options.APIProxy), else nil.
 	API *Proxy
+	// Requests counts the manager's writes to the apiserver.
+	Requests *APICounter
 }
 
 // StopSidecar stops a pod's sidecar (its container died); RestartSidecar starts a new
@@ -80,28 +87,126 @@ type Options struct {
 	// APIProxy puts a Proxy between the manager and the apiserver (Cluster.API), so
 	// that a test can take the API away from the controller alone.
 	APIProxy bool
+	// Objects are created before the manager starts (a user's objects).
+	Objects []client.Object
+	// BeforeManager, when set, runs once every cluster exists and before the manager
+	// starts (a benchmark's baseline).
+	BeforeManager func()
+	// Timeout bounds the whole test's context (default 4 minutes).
+	Timeout time.Duration
+	// ServerConfig is extra [mysqld] configuration for every server.
+	ServerConfig string
+	// Namespaces, when set, is what the manager watches (its --namespaces).
+	Namespaces []string
+	// Privileges, when set with AsServiceAccount, are the YAML documents installed
+	// instead of manifests/rbac.yaml and manifests/policy.yaml (a chart rendering).
+	Privileges []byte
+	// AsServiceAccount runs the manager as the shipped ServiceAccount (impersonated)
+	// with only the shipped RBAC and admission policy (manifests/rbac.yaml and
+	// manifests/policy.yaml) installed, instead of as the apiserver's admin.
+	AsServiceAccount bool
+}
+
+// ProfileLabel is the CPU profiler label every goroutine of the manager carries.
+const ProfileLabel = "replicant"
+
+// Image is the replicant image the manager is told it runs (its backup CronJobs
+// name it; nothing pulls it here).
+const Image = "ghcr.io/replicant-dev/replicant:test"
+
+// ManagerServiceAccount is the user the shipped manifests run the manager as.
+const ManagerServiceAccount = "system:serviceaccount:replicant-system:replicant"
+
+// AsManager is cfg impersonating the manager's ServiceAccount.
+func AsManager(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: ManagerServiceAccount,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:replicant-system", "system:authenticated"}}
+	return cfg
+}
+
+// installPrivileges creates the shipped ServiceAccount, RBAC and admission policy.
+func installPrivileges(ctx context.Context, t testing.TB, c client.Client, privileges []byte) {
+	t.Helper()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "replicant-system"}}); err != nil {
+		t.Fatal(err)
+	}
+	sources := map[string][]byte{"privileges": privileges}
+	if privileges == nil {
+		sources = map[string][]byte{}
+		for _, file := range []string{"rbac.yaml", "policy.yaml"} {
+			data, err := os.ReadFile(filepath.Join(controlplane.RepoRoot(), "manifests", file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sources["manifests/"+file] = data
+		}
+	}
+	for file, data := range sources {
+		for _, doc := range controlplane.SplitYAML(data) {
+			obj := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal(doc, &obj.Object); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			if err := c.Create(ctx, obj); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+		}
+	}
 }
 
 func StartWith(t testing.TB, n int, o Options) *Cluster {
+	return StartFleet(t, []string{"db"}, n, o)[0]
+}
+
+// StartFleet runs one control plane and one manager for several clusters, each a
+// StatefulSet named as given with n real servers.
+func StartFleet(t testing.TB, names []string, n int, o Options) []*Cluster {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = 4 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
-	servers := mariadb.Start(t, n, mariadb.Options{Cluster: "db", ReportHostIsAddress: o.Addressing == failover.SourceReportHost})
 	env := controlplane.Start(t, controlplane.Options{})
 	c := env.Client
+	var clusters []*Cluster
+	for _, name := range names {
+		clusters = append(clusters, addCluster(ctx, t, env, name, n, o))
+	}
+	for _, obj := range o.Objects {
+		if err := c.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.BeforeManager != nil {
+		o.BeforeManager()
+	}
+	counter, api := startManager(ctx, t, env, o)
+	for _, cl := range clusters {
+		cl.Requests, cl.API = counter, api
+	}
+	return clusters
+}
 
-	sts := fixture.StatefulSet("default", "db")
+// addCluster creates one cluster's servers, sidecars, StatefulSet, Secrets and pods.
+func addCluster(ctx context.Context, t testing.TB, env *controlplane.Env, name string, n int, o Options) *Cluster {
+	c := env.Client
+	servers := mariadb.Start(t, n, mariadb.Options{Cluster: name, ReportHostIsAddress: o.Addressing == failover.SourceReportHost, ExtraConfig: o.ServerConfig})
+
+	sts := fixture.StatefulSet("default", name)
 	sts.Spec.Replicas = func(i int32) *int32 { return &i }(int32(n))
 	// The root password as users usually give it: from a Secret of theirs (the
 	// partition test gives it literally).
 	rootEnv := corev1.EnvVar{Name: "MARIADB_ROOT_PASSWORD", Value: mariadb.RootPassword}
 	if o.Addressing != failover.SourceReportHost {
-		if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-root", Namespace: "default"},
+		if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-root", Namespace: "default"},
 			StringData: map[string]string{"password": mariadb.RootPassword}}); err != nil {
 			t.Fatal(err)
 		}
 		rootEnv = corev1.EnvVar{Name: "MARIADB_ROOT_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: "db-root"}, Key: "password"}}}
+			LocalObjectReference: corev1.LocalObjectReference{Name: name + "-root"}, Key: "password"}}}
 	}
 	sts.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{rootEnv}
 	if err := c.Create(ctx, sts); err != nil {
@@ -109,7 +214,7 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 	}
 	// replicant's credentials, given in advance (the controller keeps a Secret that
 	// exists), so that each server's sidecar runs from the start as in a pod.
-	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-replicant", Namespace: "default"},
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-replicant", Namespace: "default"},
 		StringData: map[string]string{
 			failover.SecretKeyAdminUser: Admin.Name, failover.SecretKeyAdminPassword: Admin.Password,
 			failover.SecretKeyReplicationUser: "replicant_repl", failover.SecretKeyReplicationPassword: "test-repl-password",
@@ -124,7 +229,7 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 	for i, s := range servers {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: "default",
-				Labels:          map[string]string{"app": "db", inject.LabelCluster: "db"},
+				Labels:          map[string]string{"app": name, inject.LabelCluster: name},
 				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(sts, appsv1.SchemeGroupVersion.WithKind("StatefulSet"))}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "mariadb", Image: "mariadb:10.11"}}},
 		}
@@ -141,8 +246,17 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 		}
 	}
 
-	managed, _ := labels.Parse(inject.LabelCluster)
+	return &Cluster{T: t, Ctx: ctx, C: c, Sts: sts, Servers: servers, Env: env, sidecars: sidecars}
+}
+
+// startManager starts the one manager that runs every cluster in env.
+func startManager(ctx context.Context, t testing.TB, env *controlplane.Env, o Options) (*APICounter, *Proxy) {
+	c := env.Client
 	mgrConfig := env.Config
+	if o.AsServiceAccount {
+		installPrivileges(ctx, t, c, o.Privileges)
+		mgrConfig = AsManager(mgrConfig)
+	}
 	var api *Proxy
 	if o.APIProxy {
 		u, err := url.Parse(env.Config.Host)
@@ -150,17 +264,22 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 			t.Fatal(err)
 		}
 		api = NewProxy(t, u.Hostname(), u.Port())
-		mgrConfig = rest.CopyConfig(env.Config)
+		mgrConfig = rest.CopyConfig(mgrConfig)
 		mgrConfig.Host = "https://" + net.JoinHostPort(api.Addr, u.Port())
 		mgrConfig.TLSClientConfig.ServerName = u.Hostname() // the serving certificate's name
 	}
+	counter := &APICounter{writes: map[string]int{}}
+	mgrConfig = rest.CopyConfig(mgrConfig)
+	mgrConfig.Wrap(counter.wrap)
+	broadcaster := failover.NewEventBroadcaster() // as the manager's
+	t.Cleanup(broadcaster.Shutdown)
 	mgr, err := ctrl.NewManager(mgrConfig, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Label: managed}, &corev1.Service{}: {Label: managed}}},
-		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+		Cache:                  failover.CacheOptions(o.Namespaces),
+		EventBroadcaster:       broadcaster, //nolint:staticcheck // shut down with the test
+		Client:                 client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 		// Each test runs its own manager in this process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
@@ -168,7 +287,7 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 		t.Fatal(err)
 	}
 	r := &failover.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("replicant"),
-		Options: failover.Options{ProbeInterval: o.ProbeInterval, Addressing: o.Addressing, AntiFlap: o.AntiFlap, WriteLease: o.WriteLease}}
+		Options: failover.Options{Image: Image, ProbeInterval: o.ProbeInterval, Addressing: o.Addressing, AntiFlap: o.AntiFlap, WriteLease: o.WriteLease}}
 	if r.Options.ProbeInterval == 0 {
 		r.Options.ProbeInterval = 300 * time.Millisecond
 	}
@@ -177,9 +296,12 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 	}
 	mgrCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mgrCtx) }()
+	// Every goroutine of the manager carries the profiler label replicant=manager (a
+	// goroutine inherits its creator's labels), so that a benchmark can tell the
+	// manager's CPU from the sidecars' in this process.
+	go pprof.Do(mgrCtx, pprof.Labels(ProfileLabel, "manager"), func(ctx context.Context) { done <- mgr.Start(ctx) })
 	t.Cleanup(func() { stop(); <-done })
-	return &Cluster{T: t, Ctx: ctx, C: c, Sts: sts, Servers: servers, Env: env, sidecars: sidecars, API: api}
+	return counter, api
 }
 
 // Admin and Backup are replicant's accounts in the test clusters' credentials Secret.
@@ -241,7 +363,7 @@ func (cl *Cluster) Eventually(what string, check func() error) {
 // topology is "pod=role/healthy" for every pod.
 func (cl *Cluster) Topology() (map[string]string, error) {
 	pods := &corev1.PodList{}
-	if err := cl.C.List(cl.Ctx, pods, client.InNamespace("default")); err != nil {
+	if err := cl.C.List(cl.Ctx, pods, client.InNamespace("default"), client.MatchingLabels{inject.LabelCluster: cl.Sts.Name}); err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
@@ -259,7 +381,7 @@ func (cl *Cluster) Want(topology map[string]string) func() error {
 		}
 		if fmt.Sprint(got) != fmt.Sprint(topology) {
 			pods := &corev1.PodList{}
-			cl.C.List(cl.Ctx, pods, client.InNamespace("default"))
+			cl.C.List(cl.Ctx, pods, client.InNamespace("default"), client.MatchingLabels{inject.LabelCluster: cl.Sts.Name})
 			var status []string
 			for _, p := range pods.Items {
 				status = append(status, p.Name+": "+p.Annotations[inject.AnnStatus])
@@ -286,7 +408,7 @@ func (cl *Cluster) EventWith(reason, message string) {
 			return err
 		}
 		for _, e := range events.Items {
-			if e.Reason == reason && e.InvolvedObject.Name == "db" && strings.Contains(e.Message, message) {
+			if e.Reason == reason && e.InvolvedObject.Name == cl.Sts.Name && strings.Contains(e.Message, message) {
 				return nil
 			}
 		}
@@ -305,7 +427,7 @@ func (cl *Cluster) ReadOnly(s *mariadb.Server) bool {
 
 func (cl *Cluster) Master() string {
 	sts := &appsv1.StatefulSet{}
-	if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: "db"}, sts); err != nil {
+	if err := cl.C.Get(cl.Ctx, client.ObjectKeyFromObject(cl.Sts), sts); err != nil {
 		return ""
 	}
 	return sts.Annotations[inject.AnnMaster]
@@ -336,7 +458,7 @@ func (cl *Cluster) Server(pod string) *mariadb.Server {
 func (cl *Cluster) Request(key, value string) {
 	cl.T.Helper()
 	sts := &appsv1.StatefulSet{}
-	if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: "db"}, sts); err != nil {
+	if err := cl.C.Get(cl.Ctx, client.ObjectKeyFromObject(cl.Sts), sts); err != nil {
 		cl.T.Fatal(err)
 	}
 	patch := client.MergeFrom(sts.DeepCopy())
@@ -350,7 +472,7 @@ func (cl *Cluster) Request(key, value string) {
 func (cl *Cluster) LastOperation() failover.Operation {
 	cl.T.Helper()
 	sts := &appsv1.StatefulSet{}
-	if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: "db"}, sts); err != nil {
+	if err := cl.C.Get(cl.Ctx, client.ObjectKeyFromObject(cl.Sts), sts); err != nil {
 		cl.T.Fatal(err)
 	}
 	var op failover.Operation
@@ -364,7 +486,7 @@ func (cl *Cluster) Outcome(key string) failover.Operation {
 	var op failover.Operation
 	cl.Eventually("request "+key+" carried out", func() error {
 		sts := &appsv1.StatefulSet{}
-		if err := cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: "db"}, sts); err != nil {
+		if err := cl.C.Get(cl.Ctx, client.ObjectKeyFromObject(cl.Sts), sts); err != nil {
 			return err
 		}
 		if _, pending := sts.Annotations[key]; pending {
@@ -422,16 +544,30 @@ type MasterWatch struct {
 	gaps int
 }
 
-// WatchMasterLabel starts a MasterWatch; Finish stops it.
+// WatchMasterLabel starts a MasterWatch; Finish stops it. It lists the pods first and
+// then watches from that list's resourceVersion, resuming where it left off when
+// the apiserver ends a watch, so that no label change between them is missed.
 func (cl *Cluster) WatchMasterLabel() *MasterWatch {
 	cl.T.Helper()
 	wc, err := client.NewWithWatch(cl.Env.Config, client.Options{Scheme: cl.Env.Scheme})
 	if err != nil {
 		cl.T.Fatal(err)
 	}
+	inCluster := []client.ListOption{client.InNamespace(cl.Sts.Namespace), client.MatchingLabels{inject.LabelCluster: cl.Sts.Name}}
+	var pods corev1.PodList
+	if err := wc.List(cl.Ctx, &pods, inCluster...); err != nil {
+		cl.T.Fatal(err)
+	}
+	roles := map[string]string{}
+	for _, pod := range pods.Items {
+		roles[pod.Name] = pod.Labels[inject.LabelRole]
+	}
 	ctx, stop := context.WithCancel(cl.Ctx)
-	watch, err := wc.Watch(ctx, &corev1.PodList{}, client.InNamespace(cl.Sts.Namespace),
-		client.MatchingLabels{inject.LabelCluster: cl.Sts.Name})
+	watcher, err := toolswatch.NewRetryWatcherWithContext(ctx, pods.ResourceVersion, &toolscache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			return wc.Watch(ctx, &corev1.PodList{}, append([]client.ListOption{&client.ListOptions{Raw: &opts}}, inCluster...)...)
+		},
+	})
 	if err != nil {
 		stop()
 		cl.T.Fatal(err)
@@ -439,34 +575,43 @@ func (cl *Cluster) WatchMasterLabel() *MasterWatch {
 	w := &MasterWatch{stop: stop, done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		defer watch.Stop()
-		roles := map[string]string{}
-		seenMaster := false
-		for ev := range watch.ResultChan() {
+		defer watcher.Stop()
+		seenMaster := hasMaster(roles)
+		for {
+			var ev watch.Event
+			select {
+			case <-ctx.Done():
+				return
+			case ev = <-watcher.ResultChan():
+			}
 			pod, ok := ev.Object.(*corev1.Pod)
 			if !ok {
 				continue
 			}
 			w.events++
-			if ev.Type == "DELETED" {
+			if ev.Type == watch.Deleted {
 				delete(roles, pod.Name)
 			} else {
 				roles[pod.Name] = pod.Labels[inject.LabelRole]
 			}
-			masters := 0
-			for _, role := range roles {
-				if role == failover.RoleMaster {
-					masters++
-				}
-			}
-			seenMaster = seenMaster || masters > 0
-			if seenMaster && masters == 0 {
+			masters := hasMaster(roles)
+			seenMaster = seenMaster || masters
+			if seenMaster && !masters {
 				w.gaps++
 			}
 		}
 	}()
 	cl.T.Cleanup(func() { w.Finish() })
 	return w
+}
+
+func hasMaster(roles map[string]string) bool {
+	for _, role := range roles {
+		if role == failover.RoleMaster {
+			return true
+		}
+	}
+	return false
 }
 
 // Finish stops the watch and returns how many pod events it saw and in how many of

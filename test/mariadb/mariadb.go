@@ -369,6 +369,22 @@ func (s *Server) signal(sig syscall.Signal, wait time.Duration) {
 	}
 }
 
+// Freeze stops the server's process (SIGSTOP): it accepts connections in the kernel's
+// backlog and answers nothing, as a hung server or a black-holed network does. Thaw
+// lets it run on. A frozen server is still killed by Kill and by the test's cleanup.
+func (s *Server) Freeze() { s.sendToGroup(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() { s.sendToGroup(syscall.SIGCONT) }
+
+func (s *Server) sendToGroup(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = syscall.Kill(-s.cmd.Process.Pid, sig)
+	}
+}
+
 // Restart starts the server again on the same datadir (after Stop or Kill).
 func (s *Server) Restart() {
 	s.t.Helper()
@@ -401,4 +417,27 @@ func Main(m *testing.M) int {
 		os.RemoveAll(templateRoot)
 	}
 	return code
+}
+
+// Fill writes about mib MiB of rows into bench.t, doubling a table, for benchmarks
+// (not written to the binlog: they are about the datadir).
+func Fill(t testing.TB, s *Server, mib int) {
+	t.Helper()
+	conn, err := s.DB().Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{"SET SESSION sql_log_bin = 0", "CREATE DATABASE bench",
+		"CREATE TABLE bench.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(1000)) ENGINE=InnoDB",
+		"INSERT INTO bench.t (pad) SELECT REPEAT(MD5(RAND()), 31) FROM bench.seq_1_to_1024"} {
+		if _, err := conn.ExecContext(context.Background(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for rows := 1024; rows < mib*1024; rows *= 2 {
+		if _, err := conn.ExecContext(context.Background(), "INSERT INTO bench.t (pad) SELECT REPEAT(MD5(RAND()), 31) FROM bench.t"); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
