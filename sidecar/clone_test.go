@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -400,7 +399,7 @@ func TestStalledCloneGivesUp(t *testing.T) {
 		if err == nil && d == sidecar.DecisionFromReplicas {
 			break
 		}
-		if try == 20 || !strings.Contains(fmt.Sprint(err), "429") {
+		if try == 20 || !errors.Is(err, sidecar.ErrDonorBusy) {
 			t.Fatalf("retry %d: %q, %v", try, d, err)
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -447,7 +446,7 @@ func TestInterruptedCloneLeavesNoHalfDatadir(t *testing.T) {
 		if err == nil && d == sidecar.DecisionFromReplicas {
 			break
 		}
-		if try == 20 || !strings.Contains(fmt.Sprint(err), "429") {
+		if try == 20 || !errors.Is(err, sidecar.ErrDonorBusy) {
 			t.Fatalf("retry %d: %q, %v", try, d, err)
 		}
 		time.Sleep(500 * time.Millisecond)
