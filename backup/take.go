@@ -290,3 +290,75 @@ func (c *closeBoth) Close() error {
 	c.also.Close()
 	return err
 }
+
+// PointInTimeRestorer restores to restoreTo (replicant.dev/restore-to): initURI names
+// the cluster's backups directory (a trailing /latest is dropped) or one backup to
+// start from. The plan (which backup, which binlogs) is made before anything is
+// downloaded, so a gap in the archive fails at once, naming it.
+func PointInTimeRestorer(initURI, restoreTo string, opts ReplayOptions) (sidecar.OpenBackupFunc, sidecar.ReplayFunc) {
+	var plan struct {
+		c      *Cluster
+		base   Manifest
+		steps  []ReplayStep
+		target RestoreTarget
+	}
+	open := func(ctx context.Context) (io.ReadCloser, func() error, error) {
+		target, err := ParseRestoreTarget(restoreTo)
+		if err != nil {
+			return nil, nil, fmt.Errorf("replicant.dev/restore-to: %w", err)
+		}
+		loc, err := ParseURI(initURI)
+		if err != nil {
+			return nil, nil, err
+		}
+		dir, name := loc.Parent()
+		c, err := Open(ctx, dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		var base Manifest
+		if name != Latest {
+			base, err = c.Find(ctx, name)
+		}
+		if name == Latest || errors.Is(err, ErrNoBackup) { // the URI is the directory
+			if name != Latest {
+				c.Close()
+				if c, err = Open(ctx, loc); err != nil {
+					return nil, nil, err
+				}
+			}
+			base, plan.steps, err = c.PlanRestore(ctx, target)
+		} else if err == nil {
+			plan.steps, err = c.PlanReplayFrom(ctx, base, target)
+		}
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		plan.c, plan.base, plan.target = c, base, target
+		opts.Log.Info("restoring to a point in time", "backup", c.where.Child(base.Name).String(), "gtid", base.GTID,
+			"target", target.String(), "binlogs", len(plan.steps))
+		stream, finished, err := c.OpenStream(ctx, base)
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		return &closeBoth{ReadCloser: stream, also: noClose{}}, finished, nil
+	}
+	replay := func(ctx context.Context, datadir string) (string, error) {
+		if plan.c == nil {
+			return "", errors.New("no restore plan: the backup was not opened")
+		}
+		defer plan.c.Close()
+		pos, err := plan.c.Replay(ctx, datadir, plan.base, plan.steps, plan.target, opts)
+		if err != nil {
+			return "", err
+		}
+		return pos.String(), nil
+	}
+	return open, replay
+}
+
+type noClose struct{}
+
+func (noClose) Close() error { return nil }

@@ -18,9 +18,9 @@ type BinlogSummary struct {
 	// Created is the file's creation time (its format description event's header).
 	Created time.Time `json:"created"`
 	// Start is the binlog state before the file: its Gtid_list event.
-	Start GTIDSet `json:"-"`
+	Start GTIDSet `json:"start"`
 	// End is Start with every transaction of the file: the state after it.
-	End GTIDSet `json:"-"`
+	End GTIDSet `json:"end"`
 	// Transactions counts the file's GTID events.
 	Transactions int `json:"transactions"`
 	// FirstTime and LastTime are the timestamps (whole seconds) of the file's first

@@ -206,3 +206,16 @@ func (s GTIDSet) Reaches(other GTIDSet) bool {
 	}
 	return true
 }
+
+// MarshalText writes the set as String does (JSON gives it as a string).
+func (s GTIDSet) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText parses what MarshalText wrote.
+func (s *GTIDSet) UnmarshalText(text []byte) error {
+	set, err := ParseGTIDSet(string(text))
+	if err != nil {
+		return err
+	}
+	*s = set
+	return nil
+}

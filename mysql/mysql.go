@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -364,4 +365,50 @@ func (s *Server) KillClientSessions(ctx context.Context) (int, error) {
 		return nil
 	})
 	return killed, err
+}
+
+// BinlogFile is one of the server's binlog files, as SHOW BINARY LOGS lists it.
+type BinlogFile struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+// Binlogs lists the server's binlog files, oldest first (the last is the one being
+// written), and the directory they are in (from @@log_bin_basename).
+func (s *Server) Binlogs(ctx context.Context) (files []BinlogFile, dir string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	defer cancel()
+	var basename sql.NullString
+	if err := s.db.QueryRowContext(ctx, "SELECT @@log_bin_basename").Scan(&basename); err != nil {
+		return nil, "", s.wrap("binlog basename", err)
+	}
+	if !basename.Valid || basename.String == "" {
+		return nil, "", s.wrap("binlog basename", errors.New("the binary log is off (log_bin)"))
+	}
+	rows, err := s.db.QueryContext(ctx, "SHOW BINARY LOGS")
+	if err != nil {
+		return nil, "", s.wrap("show binary logs", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, "", s.wrap("show binary logs", err)
+	}
+	for rows.Next() {
+		var f BinlogFile
+		dest := []any{&f.Name, &f.Size}
+		for range cols[2:] { // MySQL adds Encrypted
+			dest = append(dest, new(sql.RawBytes))
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, "", s.wrap("show binary logs", err)
+		}
+		files = append(files, f)
+	}
+	return files, filepath.Dir(basename.String), s.wrap("show binary logs", rows.Err())
+}
+
+// FlushBinlogs closes the binlog file being written and opens the next (RELOAD).
+func (s *Server) FlushBinlogs(ctx context.Context) error {
+	return s.exec(ctx, "flush binary logs", "FLUSH BINARY LOGS")
 }

@@ -32,6 +32,10 @@ type CloneConfig struct {
 	// Restore opens InitURI's backup (the backup package provides it); without it a
 	// restore is refused with a clear error.
 	Restore OpenBackupFunc
+	// Replay, for a restore to a point in time (replicant.dev/restore-to), brings the
+	// prepared datadir from the backup's position to that point and returns the GTID
+	// position reached (the backup package provides it).
+	Replay ReplayFunc
 	// StateFile is the controller's state of the cluster (its ConfigMap, mounted
 	// optionally): when it names a master, the cluster has had data, and pod 0 on an
 	// empty volume must not start an empty server that could be taken for it.
@@ -245,6 +249,10 @@ func cloneFrom(ctx context.Context, cfg CloneConfig, source string) error {
 	})
 }
 
+// ReplayFunc replays archived binlogs into a prepared datadir and returns the GTID
+// position it reached.
+type ReplayFunc func(ctx context.Context, datadir string) (gtid string, err error)
+
 // OpenBackupFunc opens an xbstream to install; finished, called after its io.EOF,
 // says whether the stream was whole.
 type OpenBackupFunc func(ctx context.Context) (stream io.ReadCloser, finished func() error, err error)
@@ -276,6 +284,11 @@ func install(ctx context.Context, cfg CloneConfig, source string, open OpenBacku
 	gtid, err := backupGTID(work)
 	if err != nil {
 		return err
+	}
+	if cfg.Replay != nil {
+		if gtid, err = cfg.Replay(ctx, work); err != nil {
+			return fmt.Errorf("point-in-time recovery from %s (the datadir is unchanged; Kubernetes retries): %w", source, err)
+		}
 	}
 	rec, _ := json.Marshal(CloneRecord{Source: source, GTID: gtid, Finished: time.Now().UTC()})
 	if err := os.WriteFile(filepath.Join(work, CloneRecordFile), rec, 0o644); err != nil {

@@ -67,7 +67,7 @@ type ServeConfig struct {
 	Log         logr.Logger
 }
 
-// Server serves /xbackup, /healthz, /readyz, /metrics and /status.
+// Server serves /xbackup, /binlogs, /healthz, /readyz, /metrics and /status.
 type Server struct {
 	cfg     ServeConfig
 	busy    atomic.Bool
@@ -76,6 +76,8 @@ type Server struct {
 	leases  leaseKeeper
 	metrics *serveMetrics
 	handler http.Handler
+	// binlogSummaries serves /binlogs, for binlog archiving.
+	binlogSummaries binlogSummaries
 }
 
 type serveMetrics struct {
@@ -135,6 +137,8 @@ func NewServer(cfg ServeConfig) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /xbackup", s.xbackup)
+	mux.HandleFunc("GET /binlogs", s.binlogList)
+	mux.HandleFunc("GET /binlogs/{name}", s.binlogFile)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /status", s.status)

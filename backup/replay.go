@@ -1,0 +1,267 @@
+package backup
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/replicant-dev/replicant/mysql"
+)
+
+// ReplayOptions are the programs a replay runs (defaults: found on PATH).
+type ReplayOptions struct {
+	Server, Binlog, Client string // mariadbd, mariadb-binlog, mariadb
+	// Scratch is a directory for the downloaded binlogs (default: beside the datadir).
+	Scratch string
+	// StartTimeout bounds the private server's start (default 5m: crash recovery).
+	StartTimeout time.Duration
+	Log          logr.Logger
+}
+
+func (o *ReplayOptions) defaults() {
+	if o.Server == "" {
+		o.Server = "mariadbd"
+	}
+	if o.Binlog == "" {
+		o.Binlog = "mariadb-binlog"
+	}
+	if o.Client == "" {
+		o.Client = "mariadb"
+	}
+	if o.StartTimeout == 0 {
+		o.StartTimeout = 5 * time.Minute
+	}
+}
+
+// Replay brings a prepared datadir from the backup's position to target: it starts
+// a private server on it (no network, a socket in a private directory), sets its
+// binlog state to the backup's position, feeds it the planned binlogs through
+// mariadb-binlog (--start-position exclusive, --stop-position inclusive,
+// --stop-datetime exclusive, in UTC), and stops it. The replayed transactions keep
+// their GTIDs and are the restored server's first binlog, so it continues the
+// cluster's numbering. It returns the position reached.
+func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, steps []ReplayStep, target RestoreTarget, opts ReplayOptions) (mysql.GTIDSet, error) {
+	opts.defaults()
+	log := opts.Log
+	private, err := os.MkdirTemp("", "replicant-replay-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(private)
+	scratch := opts.Scratch
+	if scratch == "" {
+		scratch = private
+	}
+	password := randomHex(24)
+	const replayUser = "replicant_replay"
+	// The account the replay logs in with exists only while the private server runs:
+	// created by its init file (not binlogged), dropped before it stops.
+	initFile := filepath.Join(private, "init.sql")
+	if err := os.WriteFile(initFile, []byte(fmt.Sprintf(
+		"SET sql_log_bin=0;\nCREATE OR REPLACE USER '%s'@'localhost' IDENTIFIED BY '%s';\nGRANT ALL PRIVILEGES ON *.* TO '%s'@'localhost' WITH GRANT OPTION;\n",
+		replayUser, password, replayUser)), 0o600); err != nil {
+		return nil, err
+	}
+	clientCnf := filepath.Join(private, "client.cnf")
+	socket := filepath.Join(private, "mysqld.sock")
+	if err := os.WriteFile(clientCnf, []byte(fmt.Sprintf("[client]\nuser=%s\npassword=%s\nsocket=%s\n", replayUser, password, socket)), 0o600); err != nil {
+		return nil, err
+	}
+	args := []string{"--no-defaults", "--datadir=" + datadir, "--socket=" + socket, "--skip-networking",
+		"--pid-file=" + filepath.Join(private, "mysqld.pid"), "--init-file=" + initFile,
+		"--log-bin=mysql-bin", "--log-bin-index=mysql-bin.index", "--server-id=1", "--gtid-strict-mode=ON",
+		"--skip-slave-start", "--log-error=" + filepath.Join(private, "error.log"), "--innodb-buffer-pool-size=256M"}
+	if os.Getuid() == 0 { // mariadbd runs as root only when told; the datadir's owner otherwise
+		args = append(args, "--user="+datadirOwner(datadir))
+		uid, gid := ownerIDs(datadir)
+		for _, p := range []string{private, initFile} {
+			if err := os.Chown(p, uid, gid); err != nil {
+				return nil, err
+			}
+		}
+	}
+	server := exec.Command(opts.Server, args...)
+	server.Stdout, server.Stderr = io.Discard, io.Discard
+	if err := server.Start(); err != nil {
+		return nil, fmt.Errorf("start %s on the restored datadir: %w", opts.Server, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- server.Wait() }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			server.Process.Kill()
+			<-exited
+		}
+	}()
+	errorLog := func() string {
+		data, _ := os.ReadFile(filepath.Join(private, "error.log"))
+		return lastLines(string(data), 8)
+	}
+
+	cfg := gomysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = replayUser, password, "unix", socket
+	cfg.Timeout = 5 * time.Second
+	connector, err := gomysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(connector)
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	deadline := time.Now().Add(opts.StartTimeout)
+	for {
+		if err = db.PingContext(ctx); err == nil {
+			break
+		}
+		select {
+		case werr := <-exited:
+			stopped = true
+			return nil, fmt.Errorf("the private server on the restored datadir stopped (%v): %s", werr, errorLog())
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the private server on the restored datadir did not answer within %v: %v: %s", opts.StartTimeout, err, errorLog())
+		}
+	}
+	// The restored server's binlog starts at the backup's position: the replay, and
+	// the cluster's writes after it, continue its GTID numbering.
+	if _, err := db.ExecContext(ctx, "RESET MASTER"); err != nil {
+		return nil, fmt.Errorf("reset the restored server's binlog: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, "SET GLOBAL gtid_binlog_state = ?", base.GTID); err != nil {
+		return nil, fmt.Errorf("set the restored server's binlog state to the backup's %s: %w", base.GTID, err)
+	}
+	log.Info("replaying binlogs", "files", len(steps), "from", base.GTID, "to", target.String())
+	for _, step := range steps {
+		if err := c.replayOne(ctx, step, target, scratch, clientCnf, opts); err != nil {
+			return nil, err
+		}
+	}
+	var reached string
+	if err := db.QueryRowContext(ctx, "SELECT @@gtid_binlog_pos").Scan(&reached); err != nil {
+		return nil, err
+	}
+	pos, err := mysql.ParseGTIDSet(reached)
+	if err != nil {
+		return nil, err
+	}
+	if target.GTID != nil && !pos.Reaches(target.GTID) {
+		return nil, fmt.Errorf("the replay ended at %s, short of %s: the archived binlogs do not hold it", pos, target)
+	}
+	if _, err := db.ExecContext(ctx, "SET sql_log_bin=0"); err != nil {
+		return nil, err
+	}
+	if _, err := db.ExecContext(ctx, "DROP USER '"+replayUser+"'@'localhost'"); err != nil {
+		return nil, err
+	}
+	if _, err := db.ExecContext(ctx, "SHUTDOWN"); err != nil {
+		return nil, fmt.Errorf("stop the private server: %w", err)
+	}
+	select {
+	case <-exited:
+		stopped = true
+	case <-time.After(5 * time.Minute):
+		return nil, fmt.Errorf("the private server did not stop: %s", errorLog())
+	}
+	log.Info("binlogs replayed", "reached", pos.String())
+	return pos, nil
+}
+
+// replayOne downloads one archived binlog (checksum verified before it is used) and
+// pipes mariadb-binlog's output for it into the private server.
+func (c *Cluster) replayOne(ctx context.Context, step ReplayStep, target RestoreTarget, scratch, clientCnf string, opts ReplayOptions) error {
+	local := filepath.Join(scratch, filepath.Base(step.Binlog.Key))
+	defer os.Remove(local)
+	if err := c.download(ctx, step.Binlog, local); err != nil {
+		return err
+	}
+	args := []string{"--start-position=" + step.From.String()}
+	if target.GTID != nil {
+		args = append(args, "--stop-position="+target.GTID.String())
+	} else {
+		args = append(args, "--stop-datetime="+target.Time.UTC().Format("2006-01-02 15:04:05"))
+	}
+	args = append(args, local)
+	dump := exec.CommandContext(ctx, opts.Binlog, args...)
+	dump.Env = append(os.Environ(), "TZ=UTC")
+	apply := exec.CommandContext(ctx, opts.Client, "--defaults-extra-file="+clientCnf, "--binary-mode")
+	pipe, err := dump.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	apply.Stdin = pipe
+	var dumpErr, applyErr strings.Builder
+	dump.Stderr, apply.Stderr = &dumpErr, &applyErr
+	if err := dump.Start(); err != nil {
+		return fmt.Errorf("%s: %w", opts.Binlog, err)
+	}
+	if err := apply.Run(); err != nil {
+		dump.Process.Kill()
+		dump.Wait()
+		return fmt.Errorf("replaying %s (%s of server %d) from %s: %v: %s", step.Binlog.Key, step.Binlog.Name, step.Binlog.ServerID, step.From, err, lastLines(applyErr.String(), 5))
+	}
+	if err := dump.Wait(); err != nil {
+		return fmt.Errorf("reading %s with %s: %v: %s", step.Binlog.Key, opts.Binlog, err, lastLines(dumpErr.String(), 5))
+	}
+	opts.Log.Info("binlog replayed", "file", step.Binlog.Name, "server", step.Binlog.ServerID, "from", step.From.String())
+	return nil
+}
+
+func (c *Cluster) download(ctx context.Context, rec ArchivedBinlog, local string) error {
+	r, err := c.OpenBinlog(ctx, rec)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(local, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		r.Close()
+		return err
+	}
+	_, copyErr := io.Copy(f, r)
+	closeErr := r.Close() // verifies size and checksum
+	if err := f.Close(); err != nil && copyErr == nil {
+		copyErr = err
+	}
+	if copyErr != nil {
+		return fmt.Errorf("download %s: %v", c.where.Child(rec.Key+".zst"), copyErr)
+	}
+	return closeErr
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// datadirOwner is the name of the datadir's owner (the server's user in a pod).
+func datadirOwner(datadir string) string {
+	uid, _ := ownerIDs(datadir)
+	if u, err := user.LookupId(fmt.Sprint(uid)); err == nil {
+		return u.Username
+	}
+	return "root"
+}
