@@ -161,7 +161,9 @@ func (c *Cluster) Archive(ctx context.Context, opts ArchiveOptions) (ArchiveResu
 		if err := c.bucket.WriteAll(ctx, ReachObject, data, &blob.WriterOptions{ContentType: "application/json"}); err != nil {
 			return res, &StepError{"commit", fmt.Errorf("%s: %s", c.where.Child(ReachObject), cleanError(err))}
 		}
-		res.Newest = asked
+		if asked.After(res.Newest) {
+			res.Newest = asked
+		}
 	}
 	return res, nil
 }

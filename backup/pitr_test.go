@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"gocloud.dev/blob"
 
 	"github.com/replicant-dev/replicant/backup"
 	"github.com/replicant-dev/replicant/sidecar"
@@ -107,13 +107,13 @@ func TestPointInTimeRecovery(t *testing.T) {
 		t.Fatalf("a second run with nothing new uploaded %d files: %v", len(again.Uploaded), err)
 	}
 
-	if err := restoreToPoint(t, target, uri+"/default/db", point.Format(time.RFC3339)); err != nil {
+	if err := restoreToPoint(t, target, store.URI("pitr/default/db"), point.Format(time.RFC3339)); err != nil {
 		t.Fatal(err)
 	}
 	if got := values(t, target); got != "a,b,c" {
 		t.Errorf("restored to %v: rows %q, want a,b,c", point, got)
 	}
-	if err := restoreToPoint(t, target, uri+"/default/db/latest", gtidB); err != nil {
+	if err := restoreToPoint(t, target, store.URI("pitr/default/db/latest"), gtidB); err != nil {
 		t.Fatal(err)
 	}
 	if got := values(t, target); got != "a,b" {
@@ -136,7 +136,12 @@ func TestPointInTimeRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(filepath.Join(store.Dir, objectstore.Bucket, "pitr/default/db", binlogs[0].Key+".json")); err != nil {
+	bucket, err := blob.OpenBucket(ctx, strings.Replace(store.URI(""), "/?", "?", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bucket.Close()
+	if err := bucket.Delete(ctx, "pitr/default/db/"+binlogs[0].Key+".json"); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err = c.PlanRestore(ctx, mustTarget(t, point.Format(time.RFC3339)))
@@ -144,7 +149,7 @@ func TestPointInTimeRecovery(t *testing.T) {
 		t.Fatalf("a lost binlog: %v", err)
 	}
 	t.Logf("the gap, as a user sees it: %v", err)
-	if err := restoreToPoint(t, target, uri+"/default/db", point.Format(time.RFC3339)); !errors.Is(err, backup.ErrArchiveGap) {
+	if err := restoreToPoint(t, target, store.URI("pitr/default/db"), point.Format(time.RFC3339)); !errors.Is(err, backup.ErrArchiveGap) {
 		t.Errorf("restoring across the gap: %v", err)
 	}
 }
