@@ -309,10 +309,12 @@ func (t RestoreTarget) String() string {
 }
 
 // ReplayStep is one archived binlog to replay, from the position already restored
-// (exclusive: mariadb-binlog --start-position).
+// (exclusive: mariadb-binlog --start-position) up to Stop (inclusive; nil: to the
+// file's end or the target).
 type ReplayStep struct {
 	Binlog ArchivedBinlog
 	From   mysql.GTIDSet
+	Stop   mysql.GTIDSet
 }
 
 // ErrArchiveGap: the archive lacks binlogs between a backup and the target.
@@ -384,6 +386,19 @@ func oldest(backups []Manifest) string {
 }
 
 // planReplay chains archived binlogs from the backup's position to the target.
+//
+// The archive holds files of every master the cluster had, and may hold a stretch
+// twice (a file a new master wrote while it still replicated) or a tail the cluster
+// later discarded (a transaction written to the old master's binlog, archived, and
+// never acknowledged before it died: the new master numbers its own transactions
+// from the same sequence numbers). Sequence numbers alone cannot tell those apart,
+// time can: the history the cluster kept is the one that goes on later. So at each
+// step, among the files that start at or before the position reached and bring
+// something beyond it, the one whose last transaction is newest is replayed (ties:
+// the furthest, then the last archived); a file whose history ended before the one
+// already replayed is never taken up again; and a file is replayed only up to the
+// start of a file that begins inside it and goes on later (a new master's first file
+// after a failover), whose transactions then follow.
 func planReplay(base Manifest, binlogs []ArchivedBinlog, reach *ArchiveReach, target RestoreTarget) ([]ReplayStep, error) {
 	start, err := mysql.ParseGTIDSet(base.GTID)
 	if err != nil {
@@ -391,11 +406,12 @@ func planReplay(base Manifest, binlogs []ArchivedBinlog, reach *ArchiveReach, ta
 	}
 	pos := start.Position()
 	var steps []ReplayStep
-	for guard := 0; guard <= len(binlogs); guard++ {
+	var replayedUntil time.Time // the newest transaction time replayed so far
+	for guard := 0; guard <= 2*len(binlogs); guard++ {
 		if target.GTID != nil && pos.Reaches(target.GTID) {
 			return steps, nil
 		}
-		if target.GTID == nil && len(steps) > 0 && !steps[len(steps)-1].Binlog.LastTime.Before(target.Time) {
+		if target.GTID == nil && len(steps) > 0 && !replayedUntil.Before(target.Time) {
 			return steps, nil
 		}
 		if target.GTID == nil && reach != nil && pos.Reaches(reach.Position.Position()) && !reach.Time.Before(target.Time) {
@@ -404,21 +420,53 @@ func planReplay(base Manifest, binlogs []ArchivedBinlog, reach *ArchiveReach, ta
 		var next *ArchivedBinlog
 		for i := range binlogs {
 			b := &binlogs[i]
-			if !pos.Reaches(b.Start.Position()) || pos.Reaches(b.End.Position()) {
-				continue // starts after a stretch we lack, or brings nothing new
+			if !pos.Reaches(b.Start.Position()) || pos.Reaches(b.End.Position()) || b.LastTime.Before(replayedUntil) {
+				continue // starts after a stretch we lack, brings nothing new, or is a history left behind
 			}
-			if next == nil || b.End.Position().Ahead(next.End.Position()) > 0 ||
-				(b.End.Position().Ahead(next.End.Position()) == 0 && b.Archived.After(next.Archived)) {
+			if next == nil || laterHistory(*b, *next) {
 				next = b
 			}
 		}
 		if next == nil {
 			return steps, gapError(pos, binlogs, target, len(steps) > 0)
 		}
-		steps = append(steps, ReplayStep{Binlog: *next, From: pos})
-		pos = maxPosition(pos, next.End.Position())
+		step := ReplayStep{Binlog: *next, From: pos}
+		end := next.End.Position()
+		// A file that begins inside this one and goes on later takes over at its start.
+		for i := range binlogs {
+			b := &binlogs[i]
+			bs := b.Start.Position()
+			if b.Key == next.Key || pos.Reaches(bs) || !end.Reaches(bs) || bs.Reaches(end) || !b.LastTime.After(next.LastTime) {
+				continue
+			}
+			if step.Stop == nil || step.Stop.Reaches(bs) {
+				step.Stop = bs
+			}
+		}
+		steps = append(steps, step)
+		if step.Stop != nil {
+			pos = step.Stop
+			// Only the file's head was replayed: its times up to the cut are not known,
+			// so the time bound stays where it was.
+			continue
+		}
+		pos = maxPosition(pos, end)
+		if next.LastTime.After(replayedUntil) {
+			replayedUntil = next.LastTime
+		}
 	}
 	return steps, fmt.Errorf("planning the replay to %s did not end", target)
+}
+
+// laterHistory reports whether a goes on later than b (see planReplay).
+func laterHistory(a, b ArchivedBinlog) bool {
+	if !a.LastTime.Equal(b.LastTime) {
+		return a.LastTime.After(b.LastTime)
+	}
+	if c := a.End.Position().Ahead(b.End.Position()); c != 0 {
+		return c > 0
+	}
+	return a.Archived.After(b.Archived)
 }
 
 // maxPosition is, per domain, the further of two positions.

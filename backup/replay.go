@@ -191,9 +191,13 @@ func (c *Cluster) replayOne(ctx context.Context, step ReplayStep, target Restore
 		return err
 	}
 	args := []string{"--start-position=" + step.From.String()}
-	if target.GTID != nil {
+	switch stop := step.Stop; {
+	case target.GTID != nil && (stop == nil || stop.Reaches(target.GTID)):
 		args = append(args, "--stop-position="+target.GTID.String())
-	} else {
+	case stop != nil:
+		args = append(args, "--stop-position="+stop.String())
+	}
+	if target.GTID == nil {
 		args = append(args, "--stop-datetime="+target.Time.UTC().Format("2006-01-02 15:04:05"))
 	}
 	args = append(args, local)
@@ -218,7 +222,7 @@ func (c *Cluster) replayOne(ctx context.Context, step ReplayStep, target Restore
 	if err := dump.Wait(); err != nil {
 		return fmt.Errorf("reading %s with %s: %v: %s", step.Binlog.Key, opts.Binlog, err, lastLines(dumpErr.String(), 5))
 	}
-	opts.Log.Info("binlog replayed", "file", step.Binlog.Name, "server", step.Binlog.ServerID, "from", step.From.String())
+	opts.Log.Info("binlog replayed", "file", step.Binlog.Name, "server", step.Binlog.ServerID, "from", step.From.String(), "upTo", step.Stop.String())
 	return nil
 }
 

@@ -52,6 +52,10 @@ const (
 	AnnBackupSecret      = Prefix + "backup-secret"
 	AnnBackupRetention   = Prefix + "backup-retention"
 	AnnInitURI           = Prefix + "init-uri"
+	// AnnRestoreTo with AnnInitURI restores to a point in time: the newest backup
+	// before it, then the archived binlogs up to it (an RFC 3339 time, exclusive, or a
+	// GTID position, inclusive).
+	AnnRestoreTo = Prefix + "restore-to"
 )
 
 // Annotations that are requests (written by the CLI or by hand, removed by the
@@ -86,7 +90,7 @@ var statefulSetAnnotations = map[string]bool{
 	AnnFlavor: true, AnnContainer: true, AnnServerIDOffset: true, AnnFailover: true,
 	AnnDurability: true, AnnMaxLag: true, AnnCredentialsSecret: true,
 	AnnBackupSchedule: true, AnnBackupURI: true, AnnBackupSecret: true,
-	AnnBackupRetention: true, AnnInitURI: true,
+	AnnBackupRetention: true, AnnInitURI: true, AnnRestoreTo: true,
 	AnnTakeoverTo: true, AnnFailoverTo: true, AnnMaster: true, AnnLastOperation: true,
 	AnnUserUpdateStrategy: true, AnnConditions: true,
 }
@@ -143,6 +147,7 @@ type Options struct {
 	BackupSecret      string
 	BackupRetention   string
 	InitURI           string
+	RestoreTo         string
 }
 
 // Problems is every refusal found in one StatefulSet; its message lists them all.
@@ -269,6 +274,15 @@ func ParseOptions(sts *appsv1.StatefulSet) (Options, error) {
 	bucketURI(AnnBackupURI, "a bucket URI such as s3://bucket/prefix", &opts.BackupURI)
 	bucketURI(AnnInitURI, "the URI of one backup, <backup-uri>/<namespace>/<sts>/<name>, or the newest one, <backup-uri>/<namespace>/<sts>/latest, such as s3://bucket/prefix/default/db/latest", &opts.InitURI)
 
+	if v, ok := ann[AnnRestoreTo]; ok {
+		if _, err := backup.ParseRestoreTarget(v); err != nil {
+			problems.refuse(AnnRestoreTo, v, "an RFC 3339 time such as 2026-12-04T10:30:00Z (transactions before it are restored) or a GTID position such as 0-100-2045 (restored up to and including it)")
+		} else if _, hasInit := ann[AnnInitURI]; !hasInit {
+			problems.add("annotation %s is set but %s is not: a point in time is restored from a backup; set %s to the backups' directory (<backup-uri>/<namespace>/<sts>) or one backup", AnnRestoreTo, AnnInitURI, AnnInitURI)
+		} else {
+			opts.RestoreTo = v
+		}
+	}
 	if v, ok := ann[AnnBackupSchedule]; ok {
 		if _, err := cron.ParseStandard(v); err != nil {
 			problems.refuse(AnnBackupSchedule, v, "a cron schedule such as \"0 3 * * *\" or @daily")

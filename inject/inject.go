@@ -349,6 +349,9 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 	if opts.InitURI != "" {
 		cloneArgs = append(cloneArgs, "--init-uri="+opts.InitURI)
 	}
+	if opts.RestoreTo != "" {
+		cloneArgs = append(cloneArgs, "--restore-to="+opts.RestoreTo)
+	}
 	clone := serverContainer(ContainerClone, cloneArgs, slices.Concat(pod, credentialEnv(opts)),
 		[]corev1.VolumeMount{binMount, datadir, {Name: VolumeConf, MountPath: ConfDir, ReadOnly: true},
 			// Pod 0 starts an empty server only when this says the cluster never had a master.

@@ -319,6 +319,8 @@ func TestRefusals(t *testing.T) {
 		{"bad backup secret", ann(AnnBackupSecret, "x/y"), []string{AnnBackupSecret, `"x/y"`}},
 		{"bad backup uri", ann(AnnBackupURI, "ftp://host/x"), []string{AnnBackupURI, `"ftp://host/x"`, "s3://"}},
 		{"bad init uri", ann(AnnInitURI, "/local/file"), []string{AnnInitURI, `"/local/file"`, "gs://"}},
+		{"bad restore point", ann(AnnRestoreTo, "yesterday"), []string{AnnRestoreTo, `"yesterday"`, "RFC 3339", "GTID position"}},
+		{"restore point without init-uri", ann(AnnRestoreTo, "2026-12-04T10:30:00Z"), []string{AnnRestoreTo, AnnInitURI, "is not"}},
 		{"bad schedule", ann(AnnBackupSchedule, "every day"), []string{AnnBackupSchedule, `"every day"`, "cron schedule"}},
 		{"schedule without uri", ann(AnnBackupSchedule, "@daily"), []string{AnnBackupSchedule, AnnBackupURI, "needs a bucket"}},
 		{"bad retention", ann(AnnBackupRetention, "0"), []string{AnnBackupRetention, `"0"`, "a count"}},
@@ -537,9 +539,19 @@ func TestARestoreGetsTheBucketsCredentials(t *testing.T) {
 	if len(clone.EnvFrom) != 1 || clone.EnvFrom[0].SecretRef == nil || clone.EnvFrom[0].SecretRef.Name != "bucket-creds" {
 		t.Errorf("clone envFrom: %+v", clone.EnvFrom)
 	}
-	if !strings.Contains(strings.Join(clone.Command, " "), "--init-uri=s3://bucket/prod/default/db/latest") {
+	if !strings.Contains(strings.Join(clone.Command, " "), "--init-uri=s3://bucket/prod/default/db/latest") ||
+		strings.Contains(strings.Join(clone.Command, " "), "--restore-to") {
 		t.Errorf("clone command: %v", clone.Command)
 	}
+	sts.Annotations[AnnRestoreTo] = "0-100-2045"
+	out, _, err = Mutate(sts, testConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clone := container(t, out.Spec.Template.Spec.InitContainers, ContainerClone); !strings.Contains(strings.Join(clone.Command, " "), "--restore-to=0-100-2045") {
+		t.Errorf("with restore-to, clone command: %v", clone.Command)
+	}
+	delete(sts.Annotations, AnnRestoreTo)
 	for _, c := range append(out.Spec.Template.Spec.Containers, out.Spec.Template.Spec.InitContainers...) {
 		if c.Name != ContainerClone && len(c.EnvFrom) > 0 && c.EnvFrom[0].SecretRef != nil && c.EnvFrom[0].SecretRef.Name == "bucket-creds" {
 			t.Errorf("%s gets the bucket's credentials too", c.Name)

@@ -78,6 +78,7 @@ binlog/relay log names, semi-sync). Reads POD_NAME, POD_NAMESPACE, REPLICANT_SER
 
 	var cloneOpts serverOptions
 	cloneCfg := sidecar.CloneConfig{}
+	var restoreTo string
 	clone := &cobra.Command{
 		Use:   "clone",
 		Short: "Fill an empty datadir from a replica or the master (init container replicant-clone)",
@@ -107,7 +108,13 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 				cloneCfg.MasterURL = fmt.Sprintf("http://%s-master.%s.svc:%d", sts, ns, inject.SidecarPort)
 			}
 			cloneCfg.SidecarPort = inject.SidecarPort
-			if cloneCfg.InitURI != "" {
+			switch {
+			case restoreTo != "" && cloneCfg.InitURI == "":
+				return fmt.Errorf("--restore-to needs --init-uri (replicant.dev/restore-to needs replicant.dev/init-uri)")
+			case restoreTo != "":
+				cloneCfg.Restore, cloneCfg.Replay = backup.PointInTimeRestorer(cloneCfg.InitURI, restoreTo,
+					backup.ReplayOptions{Log: newLogger().WithName("replay")})
+			case cloneCfg.InitURI != "":
 				cloneCfg.Restore = backup.Restorer(cloneCfg.InitURI, newLogger().WithName("restore"))
 			}
 			cloneCfg.BackupUser, cloneCfg.BackupPassword = os.Getenv("REPLICANT_BACKUP_USER"), os.Getenv("REPLICANT_BACKUP_PASSWORD")
@@ -121,6 +128,7 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 	cloneOpts.bind(clone)
 	clone.Flags().StringVar(&cloneCfg.Datadir, "datadir", "/var/lib/mysql", "the server's datadir")
 	clone.Flags().StringVar(&cloneCfg.InitURI, "init-uri", "", "backup to restore when no server can be cloned")
+	clone.Flags().StringVar(&restoreTo, "restore-to", "", "with --init-uri: restore to this RFC 3339 time (exclusive) or GTID position (inclusive), the newest backup before it plus the archived binlogs up to it")
 	clone.Flags().StringVar(&cloneCfg.StateFile, "state-file", "", "the controller's state of the cluster (pod 0 starts empty only when it names no master)")
 	clone.Flags().StringVar(&cloneCfg.ReplicasURL, "replicas-url", "", "sidecars of the healthy replicas (default http://<sts>-replicas.<namespace>.svc:8080)")
 	clone.Flags().StringVar(&cloneCfg.MasterURL, "master-url", "", "sidecar of the master (default http://<sts>-master.<namespace>.svc:8080)")
