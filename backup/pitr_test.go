@@ -152,6 +152,20 @@ func TestPointInTimeRecovery(t *testing.T) {
 	if err := restoreToPoint(t, target, store.URI("pitr/default/db"), point.Format(time.RFC3339)); !errors.Is(err, backup.ErrArchiveGap) {
 		t.Errorf("restoring across the gap: %v", err)
 	}
+
+	// Retention: archived binlogs go with the last backup that needs them.
+	insert(t, src, "e")
+	time.Sleep(time.Second) // the new backup starts after the last archived transaction's second
+	if _, err := c.Take(ctx, takeOptions(t, url)); err != nil {
+		t.Fatal(err)
+	}
+	deleted, err := c.Prune(ctx, backup.Retention{Count: 1}, time.Now())
+	if err != nil || len(deleted) != 1 {
+		t.Fatalf("retention deleted %v: %v", deleted, err)
+	}
+	if left, err := c.Binlogs(ctx); err != nil || len(left) != 0 {
+		t.Errorf("binlogs the kept backup holds are still archived: %+v, %v", left, err)
+	}
 }
 
 func mustTarget(t *testing.T, s string) backup.RestoreTarget {

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
+
+	"github.com/replicant-dev/replicant/mysql"
 )
 
 // Retention is how many committed backups to keep: the newest Count, and any younger
@@ -109,6 +112,9 @@ func (c *Cluster) Prune(ctx context.Context, r Retention, now time.Time) ([]stri
 	if len(all) == 0 {
 		return deleted, nil
 	}
+	if err := c.pruneBinlogs(ctx, all, deleted); err != nil {
+		return deleted, err
+	}
 	newest := all[len(all)-1].Name
 	committed := map[string]bool{}
 	for _, m := range all {
@@ -124,7 +130,7 @@ func (c *Cluster) Prune(ctx context.Context, r Retention, now time.Time) ([]stri
 			return deleted, fmt.Errorf("list %s: %s", c.where, cleanError(err))
 		}
 		name := strings.TrimSuffix(obj.Key, "/")
-		if !obj.IsDir || committed[name] || name >= newest {
+		if !obj.IsDir || committed[name] || name >= newest || name == BinlogsDir {
 			continue
 		}
 		if err := c.deleteDir(ctx, name); err != nil {
@@ -149,4 +155,43 @@ func (c *Cluster) deleteDir(ctx context.Context, name string) error {
 			return fmt.Errorf("delete %s: %s", c.where.Child(obj.Key), cleanError(err))
 		}
 	}
+}
+
+// pruneBinlogs deletes the archived binlogs no kept backup needs: those whose every
+// transaction the oldest kept backup holds and that ended before it started (record
+// first, so a file half deleted is no longer listed).
+func (c *Cluster) pruneBinlogs(ctx context.Context, all []Manifest, deletedBackups []string) error {
+	gone := map[string]bool{}
+	for _, name := range deletedBackups {
+		gone[name] = true
+	}
+	var oldest *Manifest
+	for i := range all {
+		if !gone[all[i].Name] {
+			oldest = &all[i]
+			break
+		}
+	}
+	if oldest == nil {
+		return nil
+	}
+	held, err := mysql.ParseGTIDSet(oldest.GTID)
+	if err != nil {
+		return nil // an unreadable position: keep everything
+	}
+	binlogs, err := c.Binlogs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, b := range binlogs {
+		if !held.Position().Reaches(b.End.Position()) || !b.LastTime.Before(oldest.Start) {
+			continue
+		}
+		for _, key := range []string{b.Key + ".json", b.Key + ".zst"} {
+			if err := c.bucket.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+				return fmt.Errorf("delete %s: %s", c.where.Child(key), cleanError(err))
+			}
+		}
+	}
+	return nil
 }

@@ -26,13 +26,28 @@ import (
 type BackupOutcome struct {
 	Manifest *backup.Manifest `json:"manifest,omitempty"`
 	Pruned   int              `json:"pruned,omitempty"`
-	Error    string           `json:"error,omitempty"`
+	// Binlogs is an archiving run's (`replicant backup binlogs`).
+	Binlogs *BinlogsOutcome `json:"binlogs,omitempty"`
+	Error   string          `json:"error,omitempty"`
+}
+
+// BinlogsOutcome is what one archiving run did.
+type BinlogsOutcome struct {
+	Uploaded int `json:"uploaded"`
+	Skipped  int `json:"skipped"`
+	// Reach is the time up to which the archive holds every transaction.
+	Reach time.Time `json:"reach"`
 }
 
 // Events of backups.
 const (
 	EventBackupSucceeded = "BackupSucceeded"
 	EventBackupFailed    = "BackupFailed"
+	// EventBinlogArchiveFailed is raised once per failure cause (the archive runs
+	// every few minutes; a success after failures says so once, as
+	// EventBinlogArchiveRecovered).
+	EventBinlogArchiveFailed    = "BinlogArchiveFailed"
+	EventBinlogArchiveRecovered = "BinlogArchiveRecovered"
 )
 
 // annSpecHash on the CronJob is the hash of the spec replicant last wrote: the spec is
@@ -53,35 +68,69 @@ var (
 		Name: "replicant_backup_last_stored_bytes",
 		Help: "The size of the last successful backup in the bucket (compressed).",
 	}, []string{"namespace", "cluster"})
+	binlogArchiveReach = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "replicant_binlog_archive_reach_timestamp_seconds",
+		Help: "The time up to which the binlog archive holds every transaction of the cluster (Unix time); now minus this is the archive's lag, what a point-in-time restore cannot reach yet.",
+	}, []string{"namespace", "cluster"})
+	binlogArchiveRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "replicant_binlog_archive_runs_total",
+		Help: "Binlog archiving runs seen finished, by result.",
+	}, []string{"namespace", "cluster", "result"})
 	backupsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "replicant_backups_total",
 		Help: "Backup runs seen finished, by result.",
 	}, []string{"namespace", "cluster", "result"})
 )
 
-// keepBackupSchedule keeps the CronJob <sts>-backup as replicant.dev/backup-* say:
-// made when a schedule is set, replaced when the annotations change, deleted when the
-// schedule is removed. A user's CronJob of that name is left alone: conflict.
-func (r *Reconciler) keepBackupSchedule(ctx context.Context, sts *appsv1.StatefulSet, opts inject.Options) (conflict string, err error) {
-	cron := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: inject.BackupCronJobName(sts.Name), Namespace: sts.Namespace}}
-	if opts.BackupSchedule == "" {
+// keepBackupSchedule keeps the CronJobs <sts>-backup and <sts>-binlogs as
+// replicant.dev/backup-* and binlog-archive-interval say: made when asked for,
+// replaced when the annotations change, deleted when no longer asked for. A user's
+// CronJob of either name is left alone: conflict.
+func (r *Reconciler) keepBackupSchedule(ctx context.Context, sts *appsv1.StatefulSet, opts inject.Options) (conflicts []string, err error) {
+	cfg := inject.Config{Image: r.Options.Image, ImagePullPolicy: r.Options.ImagePullPolicy}
+	for _, job := range []struct {
+		name, annotation string
+		wanted           bool
+		spec             func() batchv1.CronJobSpec
+	}{
+		{inject.BackupCronJobName(sts.Name), inject.AnnBackupSchedule, opts.BackupSchedule != "",
+			func() batchv1.CronJobSpec { return inject.BackupCronJobSpec(sts, opts, cfg) }},
+		{inject.BinlogsCronJobName(sts.Name), inject.AnnBinlogArchiveInterval, opts.BinlogArchiveInterval > 0,
+			func() batchv1.CronJobSpec { return inject.BinlogsCronJobSpec(sts, opts, cfg) }},
+	} {
+		conflict, err := r.keepCronJob(ctx, sts, job.name, job.wanted, job.spec)
+		if err != nil {
+			return conflicts, err
+		}
+		if conflict {
+			conflicts = append(conflicts, fmt.Sprintf("CronJob %s exists and StatefulSet %s does not control it: left as it is, so %s takes no effect; rename or delete it", job.name, sts.Name, job.annotation))
+		}
+	}
+	return conflicts, nil
+}
+
+// keepCronJob makes, replaces (when the spec replicant would write changed) or
+// deletes one CronJob of the cluster; conflict: one of that name is not the cluster's.
+func (r *Reconciler) keepCronJob(ctx context.Context, sts *appsv1.StatefulSet, name string, wanted bool, build func() batchv1.CronJobSpec) (conflict bool, err error) {
+	cron := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: sts.Namespace}}
+	if !wanted {
 		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(cron), cron); err != nil || !metav1.IsControlledBy(cron, sts) {
-			return "", client.IgnoreNotFound(err)
+			return false, client.IgnoreNotFound(err)
 		}
 		uid := cron.UID
 		if err := r.Client.Delete(ctx, cron, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("delete CronJob %s: %w", cron.Name, err)
+			return false, fmt.Errorf("delete CronJob %s: %w", cron.Name, err)
 		}
-		return "", nil
+		return false, nil
 	}
 	if r.Options.Image == "" {
-		return "", fmt.Errorf("scheduled backups need the replicant image (the manager's --image)")
+		return false, fmt.Errorf("scheduled backups need the replicant image (the manager's --image)")
 	}
-	spec := inject.BackupCronJobSpec(sts, opts, inject.Config{Image: r.Options.Image, ImagePullPolicy: r.Options.ImagePullPolicy})
+	spec := build()
 	data, _ := json.Marshal(spec)
 	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:8])
-	mine, err := keepControlled(ctx, r.Client, r.Reader, sts, cron, func() {
+	return keepControlled(ctx, r.Client, r.Reader, sts, cron, func() {
 		if cron.Annotations[annSpecHash] == hash {
 			return
 		}
@@ -91,10 +140,6 @@ func (r *Reconciler) keepBackupSchedule(ctx context.Context, sts *appsv1.Statefu
 		}
 		cron.Annotations[annSpecHash] = hash
 	})
-	if mine {
-		return fmt.Sprintf("CronJob %s exists and StatefulSet %s does not control it: left as it is, so replicant.dev/backup-schedule takes no backup; rename or delete it", cron.Name, sts.Name), err
-	}
-	return "", err
 }
 
 // reportBackups raises an Event and sets the metrics for each backup run of the
@@ -141,6 +186,10 @@ func (r *Reconciler) reportBackups(ctx context.Context, sts *appsv1.StatefulSet)
 			return err
 		}
 		r.markReported(key, job.UID)
+		if job.Labels[inject.LabelBackupKind] == inject.BackupKindBinlogs {
+			r.reportArchiveRun(sts, &job, succeeded, outcome)
+			continue
+		}
 		labels := prometheus.Labels{"namespace": sts.Namespace, "cluster": sts.Name}
 		m := outcome.Manifest
 		if succeeded && m != nil {
@@ -165,6 +214,36 @@ func (r *Reconciler) reportBackups(ctx context.Context, sts *appsv1.StatefulSet)
 		r.Recorder.Eventf(sts, corev1.EventTypeWarning, EventBackupFailed, "job %s: %s; the next schedule tries again", job.Name, capMessage(why, 600))
 	}
 	return nil
+}
+
+// reportArchiveRun sets the archive's metrics after an archiving run, and raises an
+// Event only when the runs start failing (once per cause) or recover: every few
+// minutes an Event would be noise.
+func (r *Reconciler) reportArchiveRun(sts *appsv1.StatefulSet, job *batchv1.Job, succeeded bool, outcome BackupOutcome) {
+	key := types.NamespacedName{Namespace: sts.Namespace, Name: sts.Name}
+	if succeeded && outcome.Binlogs != nil {
+		binlogArchiveRuns.WithLabelValues(sts.Namespace, sts.Name, "ok").Inc()
+		if !outcome.Binlogs.Reach.IsZero() {
+			binlogArchiveReach.WithLabelValues(sts.Namespace, sts.Name).Set(float64(outcome.Binlogs.Reach.Unix()))
+		}
+		r.mu.Lock()
+		mem := r.mem(key)
+		failing := mem.lastWarning[EventBinlogArchiveFailed] != ""
+		delete(mem.lastWarning, EventBinlogArchiveFailed)
+		r.mu.Unlock()
+		if failing {
+			r.Recorder.Eventf(sts, corev1.EventTypeNormal, EventBinlogArchiveRecovered,
+				"binlog archiving works again (job %s): %d files uploaded, the archive reaches %s",
+				job.Name, outcome.Binlogs.Uploaded, outcome.Binlogs.Reach.UTC().Format(time.RFC3339))
+		}
+		return
+	}
+	binlogArchiveRuns.WithLabelValues(sts.Namespace, sts.Name, "failed").Inc()
+	why := outcome.Error
+	if why == "" {
+		why = "the run left no outcome (see kubectl logs -l " + inject.LabelBackupKind + "=" + inject.BackupKindBinlogs + ")"
+	}
+	r.warnOnce(sts, EventBinlogArchiveFailed, "binlog archiving failed: "+capMessage(why, 600)+"; the next run tries again")
 }
 
 func (r *Reconciler) markReported(key types.NamespacedName, uid types.UID) {

@@ -346,13 +346,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	// Backups are kept and reported beside the rest; a problem with them is reported
 	// and never stops probing or failover.
-	if conflict, err := r.keepBackupSchedule(ctx, sts, opts); conflict != "" || err != nil {
-		msg, kind := conflict, ConditionObjectConflict
-		if err != nil {
-			msg, kind = "keeping the backup CronJob: "+err.Error(), ConditionSetupFailed
-		}
+	backupConflicts, err := r.keepBackupSchedule(ctx, sts, opts)
+	for _, msg := range backupConflicts {
+		r.warnOnce(sts, EventObjectConflict+"/"+msg, msg)
+		conditions = append(conditions, Condition{Type: ConditionObjectConflict, Message: msg, Since: time.Now()})
+	}
+	if err != nil {
+		msg := "keeping the backup CronJobs: " + err.Error()
 		r.warnOnce(sts, EventObjectConflict+"/backup", msg)
-		conditions = append(conditions, Condition{Type: kind, Message: msg, Since: time.Now()})
+		conditions = append(conditions, Condition{Type: ConditionSetupFailed, Message: msg, Since: time.Now()})
 	}
 	if err := r.reportBackups(ctx, sts); err != nil {
 		logger.Error(err, "reading the backup runs", "cluster", req.Name)

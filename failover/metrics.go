@@ -56,7 +56,7 @@ var (
 func init() {
 	metrics.Registry.MustRegister(operationsTotal, operationSeconds, writesBlockedSeconds, replicaLagSeconds,
 		probeErrorsTotal, masterInfo, semiSyncActive, gtidSequence, clustersRemembered, poolsOpen,
-		backupLastSuccess, backupDuration, backupBytes, backupsTotal)
+		backupLastSuccess, backupDuration, backupBytes, backupsTotal, binlogArchiveReach, binlogArchiveRuns)
 }
 
 // forgetClusterMetrics drops every series of a cluster that is gone or opted out, so
@@ -66,7 +66,7 @@ func forgetClusterMetrics(namespace, cluster string) {
 	for _, vec := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
 	}{operationsTotal, operationSeconds, writesBlockedSeconds, replicaLagSeconds, probeErrorsTotal, masterInfo, gtidSequence, semiSyncActive,
-		backupLastSuccess, backupDuration, backupBytes, backupsTotal} {
+		backupLastSuccess, backupDuration, backupBytes, backupsTotal, binlogArchiveReach, binlogArchiveRuns} {
 		vec.DeletePartialMatch(labels)
 	}
 }

@@ -56,7 +56,15 @@ const (
 	// before it, then the archived binlogs up to it (an RFC 3339 time, exclusive, or a
 	// GTID position, inclusive).
 	AnnRestoreTo = Prefix + "restore-to"
+	// AnnBinlogArchiveInterval is how often the master's binlogs are archived to
+	// backup-uri (whole minutes, 1m to 60m; "off" archives none). Archiving runs
+	// whenever backups are scheduled; the default is DefaultBinlogArchiveInterval.
+	AnnBinlogArchiveInterval = Prefix + "binlog-archive-interval"
 )
+
+// DefaultBinlogArchiveInterval bounds how far behind the binlog archive is, so how
+// much a point-in-time restore may lack, when backups are scheduled.
+const DefaultBinlogArchiveInterval = 5 * time.Minute
 
 // Annotations that are requests (written by the CLI or by hand, removed by the
 // controller once carried out) or observed state (written by the controller only).
@@ -90,7 +98,7 @@ var statefulSetAnnotations = map[string]bool{
 	AnnFlavor: true, AnnContainer: true, AnnServerIDOffset: true, AnnFailover: true,
 	AnnDurability: true, AnnMaxLag: true, AnnCredentialsSecret: true,
 	AnnBackupSchedule: true, AnnBackupURI: true, AnnBackupSecret: true,
-	AnnBackupRetention: true, AnnInitURI: true, AnnRestoreTo: true,
+	AnnBackupRetention: true, AnnInitURI: true, AnnRestoreTo: true, AnnBinlogArchiveInterval: true,
 	AnnTakeoverTo: true, AnnFailoverTo: true, AnnMaster: true, AnnLastOperation: true,
 	AnnUserUpdateStrategy: true, AnnConditions: true,
 }
@@ -148,6 +156,8 @@ type Options struct {
 	BackupRetention   string
 	InitURI           string
 	RestoreTo         string
+	// BinlogArchiveInterval is 0 when no binlogs are archived.
+	BinlogArchiveInterval time.Duration
 }
 
 // Problems is every refusal found in one StatefulSet; its message lists them all.
@@ -290,6 +300,22 @@ func ParseOptions(sts *appsv1.StatefulSet) (Options, error) {
 			problems.add("annotation %s is set but %s is not: a schedule needs a bucket to write to", AnnBackupSchedule, AnnBackupURI)
 		} else {
 			opts.BackupSchedule = v
+		}
+	}
+	if opts.BackupSchedule != "" {
+		opts.BinlogArchiveInterval = DefaultBinlogArchiveInterval
+	}
+	if v, ok := ann[AnnBinlogArchiveInterval]; ok {
+		d, err := time.ParseDuration(v)
+		switch {
+		case v == "off":
+			opts.BinlogArchiveInterval = 0
+		case err != nil || d < time.Minute || d > time.Hour || d%time.Minute != 0:
+			problems.refuse(AnnBinlogArchiveInterval, v, "whole minutes from 1m to 60m, such as 5m, or off")
+		case opts.BackupSchedule == "":
+			problems.add("annotation %s is set but %s is not: binlogs are archived beside scheduled backups (a point-in-time restore starts from one)", AnnBinlogArchiveInterval, AnnBackupSchedule)
+		default:
+			opts.BinlogArchiveInterval = d
 		}
 	}
 	if v, ok := ann[AnnBackupRetention]; ok {

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -16,6 +17,16 @@ const ContainerBackup = "replicant-backup"
 
 // BackupCronJobName is the CronJob that takes a cluster's scheduled backups.
 func BackupCronJobName(sts string) string { return sts + "-backup" }
+
+// BinlogsCronJobName is the CronJob that archives a cluster's binlogs.
+func BinlogsCronJobName(sts string) string { return sts + "-binlogs" }
+
+// LabelBackupKind on the Jobs and pods of the binlog archive says "binlogs" (backup
+// runs have none).
+const (
+	LabelBackupKind   = Prefix + "backup-kind"
+	BackupKindBinlogs = "binlogs"
+)
 
 // TerminationLog is where `replicant backup run` leaves its outcome for the
 // controller (the container's termination message).
@@ -34,6 +45,34 @@ func BackupCronJobSpec(sts *appsv1.StatefulSet, opts Options, cfg Config) batchv
 	if opts.BackupRetention != "" {
 		args = append(args, "--retention="+opts.BackupRetention)
 	}
+	spec := backupCronJob(sts, opts, cfg, args, map[string]string{LabelBackupOf: sts.Name})
+	spec.Schedule = opts.BackupSchedule
+	return spec
+}
+
+// BinlogsCronJobSpec is the CronJob <sts>-binlogs: every BinlogArchiveInterval it
+// asks the master's sidecar to close its binlog when that holds transactions, and
+// uploads the closed files the archive lacks (`replicant backup binlogs`). The same
+// confined pod as a backup run's. A run that fails is followed by the next one,
+// which uploads what that one did not: the archive's lag is the time since the last
+// successful run plus one interval.
+func BinlogsCronJobSpec(sts *appsv1.StatefulSet, opts Options, cfg Config) batchv1.CronJobSpec {
+	args := []string{ImageBinary, "backup", "binlogs", "--backup-uri=" + opts.BackupURI,
+		"--statefulset=" + sts.Name, "--namespace=" + sts.Namespace, "--termination-log=" + TerminationLog}
+	spec := backupCronJob(sts, opts, cfg, args, map[string]string{LabelBackupOf: sts.Name, LabelBackupKind: BackupKindBinlogs})
+	minutes := int(opts.BinlogArchiveInterval / time.Minute)
+	spec.Schedule = fmt.Sprintf("*/%d * * * *", minutes)
+	if minutes >= 60 {
+		spec.Schedule = "0 * * * *"
+	}
+	spec.SuccessfulJobsHistoryLimit = ptr.To(int32(1))
+	spec.StartingDeadlineSeconds = ptr.To(int64(60 * minutes))
+	// A run never outlasts its interval: the next one carries on.
+	spec.JobTemplate.Spec.ActiveDeadlineSeconds = ptr.To(int64(60 * minutes))
+	return spec
+}
+
+func backupCronJob(sts *appsv1.StatefulSet, opts Options, cfg Config, args []string, labels map[string]string) batchv1.CronJobSpec {
 	ctr := corev1.Container{
 		Name:                     ContainerBackup,
 		Image:                    cfg.Image,
@@ -56,9 +95,7 @@ func BackupCronJobSpec(sts *appsv1.StatefulSet, opts Options, cfg Config) batchv
 		ctr.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: opts.BackupSecret}}}}
 	}
-	labels := map[string]string{LabelBackupOf: sts.Name}
 	return batchv1.CronJobSpec{
-		Schedule:                   opts.BackupSchedule,
 		ConcurrencyPolicy:          batchv1.ForbidConcurrent,
 		StartingDeadlineSeconds:    ptr.To(int64(300)),
 		SuccessfulJobsHistoryLimit: ptr.To(int32(3)),

@@ -232,3 +232,59 @@ func listBackups(ctx context.Context, c *cli) error {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// newBackupBinlogsCommand is `replicant backup binlogs`: one archiving run, from
+// inside the cluster (the <sts>-binlogs CronJob's Job).
+func newBackupBinlogsCommand() *cobra.Command {
+	var uri, sts, ns, terminationLog, source string
+	var noFlush bool
+	cmd := &cobra.Command{
+		Use:   "binlogs",
+		Short: "Archive the master's closed binlogs to the cluster's bucket, once",
+		Long: `Ask the master's sidecar (<sts>-master) to close its binlog when that holds
+transactions, then upload every closed file the archive lacks to
+<backup-uri>/<namespace>/<sts>/binlogs/ (zstd, checked against its size, committed by
+its record written last), skipping files whose transactions are archived already
+(a new master's files from when it replicated). When the master's open file holds
+nothing, the archive records that it reaches the present. A point-in-time restore
+(replicant.dev/restore-to) replays these files. Credentials as for backup run.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if uri == "" || sts == "" || ns == "" {
+				return fmt.Errorf("--backup-uri, --statefulset and --namespace are required")
+			}
+			if source == "" {
+				source = fmt.Sprintf("http://%s-master.%s.svc:%d", sts, ns, inject.SidecarPort)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			c, err := backup.OpenCluster(ctx, uri, ns, sts)
+			if err != nil {
+				leaveOutcome(terminationLog, BackupOutcome{Error: err.Error()})
+				return err
+			}
+			defer c.Close()
+			res, err := c.Archive(ctx, backup.ArchiveOptions{Source: source, Flush: !noFlush,
+				User: os.Getenv("REPLICANT_BACKUP_USER"), Password: os.Getenv("REPLICANT_BACKUP_PASSWORD"),
+				Log: newLogger().WithName("binlogs")})
+			if err != nil {
+				err = fmt.Errorf("archiving the binlogs of %s/%s to %s failed: %w", ns, sts, c.Where(), err)
+				leaveOutcome(terminationLog, BackupOutcome{Error: err.Error()})
+				return err
+			}
+			outcome := failover.BinlogsOutcome{Uploaded: len(res.Uploaded), Skipped: res.Skipped, Reach: res.Newest}
+			leaveOutcome(terminationLog, BackupOutcome{Binlogs: &outcome})
+			fmt.Fprintf(cmd.OutOrStdout(), "%d binlog files uploaded, %d already archived; the archive reaches %s\n",
+				outcome.Uploaded, outcome.Skipped, outcome.Reach.UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&uri, "backup-uri", "", "the bucket (replicant.dev/backup-uri)")
+	fl.StringVar(&sts, "statefulset", os.Getenv("REPLICANT_STATEFULSET"), "the cluster's StatefulSet")
+	fl.StringVar(&ns, "namespace", os.Getenv("POD_NAMESPACE"), "its namespace")
+	fl.StringVar(&source, "source", "", "the master's sidecar (default http://<sts>-master.<namespace>.svc:8080)")
+	fl.BoolVar(&noFlush, "no-flush", false, "archive only the files the server closed by itself")
+	fl.StringVar(&terminationLog, "termination-log", "", "a file to leave the outcome in, as JSON (the container's termination message)")
+	return cmd
+}

@@ -53,7 +53,8 @@ keeps the <sts>-master and <sts>-replicas Services right, and fails over.`,
 		fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the controller to carry out a request")
 		fl.BoolVar(&f.noWait, "no-wait", false, "write the request and return at once")
 		if verb.Name() == "backup" {
-			verb.AddCommand(newBackupRunCommand()) // backup run: what the Job runs
+			verb.AddCommand(newBackupRunCommand())     // backup run: what the Job runs
+			verb.AddCommand(newBackupBinlogsCommand()) // backup binlogs: what the archive Job runs
 		}
 		root.AddCommand(verb)
 	}
