@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -321,6 +322,12 @@ func TestRefusals(t *testing.T) {
 		{"bad init uri", ann(AnnInitURI, "/local/file"), []string{AnnInitURI, `"/local/file"`, "gs://"}},
 		{"bad restore point", ann(AnnRestoreTo, "yesterday"), []string{AnnRestoreTo, `"yesterday"`, "RFC 3339", "GTID position"}},
 		{"restore point without init-uri", ann(AnnRestoreTo, "2026-12-04T10:30:00Z"), []string{AnnRestoreTo, AnnInitURI, "is not"}},
+		{"archive interval not whole minutes", func(s *appsv1.StatefulSet) {
+			ann(AnnBackupURI, "s3://b/p")(s)
+			ann(AnnBackupSchedule, "@daily")(s)
+			ann(AnnBinlogArchiveInterval, "90s")(s)
+		}, []string{AnnBinlogArchiveInterval, `"90s"`, "whole minutes from 1m to 60m"}},
+		{"archive interval without a schedule", ann(AnnBinlogArchiveInterval, "5m"), []string{AnnBinlogArchiveInterval, AnnBackupSchedule, "is not"}},
 		{"bad schedule", ann(AnnBackupSchedule, "every day"), []string{AnnBackupSchedule, `"every day"`, "cron schedule"}},
 		{"schedule without uri", ann(AnnBackupSchedule, "@daily"), []string{AnnBackupSchedule, AnnBackupURI, "needs a bucket"}},
 		{"bad retention", ann(AnnBackupRetention, "0"), []string{AnnBackupRetention, `"0"`, "a count"}},
@@ -431,8 +438,8 @@ func TestParseOptionsValuesAndDefaults(t *testing.T) {
 		AnnFlavor: "mariadb", AnnContainer: "mariadb", AnnServerIDOffset: "1000", AnnFailover: "manual",
 		AnnDurability: "async", AnnMaxLag: "2m", AnnCredentialsSecret: "db-creds",
 		AnnBackupSchedule: "0 3 * * *", AnnBackupURI: "s3://bucket/db", AnnBackupSecret: "bucket-creds",
-		AnnBackupRetention: "7", AnnInitURI: "gs://bucket/db/latest.xbstream",
-		AnnMaster: "db-0", AnnTakeoverTo: "db-1", AnnLastOperation: "{}",
+		AnnBackupRetention: "7", AnnInitURI: "gs://bucket/db/latest.xbstream", AnnRestoreTo: "2026-12-04T10:30:00Z",
+		AnnBinlogArchiveInterval: "10m", AnnMaster: "db-0", AnnTakeoverTo: "db-1", AnnLastOperation: "{}",
 	}
 	opts, err = ParseOptions(sts)
 	if err != nil {
@@ -440,9 +447,21 @@ func TestParseOptionsValuesAndDefaults(t *testing.T) {
 	}
 	want = Options{Flavor: FlavorMariaDB, Container: "mariadb", ServerIDOffset: 1000, Failover: FailoverManual,
 		Durability: DurabilityAsync, MaxLag: 120e9, CredentialsSecret: "db-creds", BackupSchedule: "0 3 * * *",
-		BackupURI: "s3://bucket/db", BackupSecret: "bucket-creds", BackupRetention: "7", InitURI: "gs://bucket/db/latest.xbstream"}
+		BackupURI: "s3://bucket/db", BackupSecret: "bucket-creds", BackupRetention: "7", InitURI: "gs://bucket/db/latest.xbstream",
+		RestoreTo: "2026-12-04T10:30:00Z", BinlogArchiveInterval: 10 * time.Minute}
 	if opts != want {
 		t.Errorf("parsed = %+v, want %+v", opts, want)
+	}
+	// Scheduled backups archive binlogs every DefaultBinlogArchiveInterval unless told.
+	for v, want := range map[string]time.Duration{"": DefaultBinlogArchiveInterval, "off": 0, "1m": time.Minute, "60m": time.Hour} {
+		if v == "" {
+			delete(sts.Annotations, AnnBinlogArchiveInterval)
+		} else {
+			sts.Annotations[AnnBinlogArchiveInterval] = v
+		}
+		if opts, err := ParseOptions(sts); err != nil || opts.BinlogArchiveInterval != want {
+			t.Errorf("%s=%q: interval %v, %v", AnnBinlogArchiveInterval, v, opts.BinlogArchiveInterval, err)
+		}
 	}
 }
 
