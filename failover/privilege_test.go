@@ -139,6 +139,9 @@ func TestTheManagerNeedsOnlyItsShippedPrivileges(t *testing.T) {
 	cl.Eventually("the backup CronJob, made as the ServiceAccount", func() error {
 		return cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: inject.BackupCronJobName("db")}, ours)
 	})
+	cl.Eventually("the binlog archive's CronJob, made as the ServiceAccount", func() error {
+		return cl.C.Get(cl.Ctx, client.ObjectKey{Namespace: "default", Name: inject.BinlogsCronJobName("db")}, &batchv1.CronJob{})
+	})
 	rogue := func(change func(*corev1.PodSpec)) func() error {
 		return func() error {
 			cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{GenerateName: "db-backup-", Namespace: "default",
@@ -155,6 +158,9 @@ func TestTheManagerNeedsOnlyItsShippedPrivileges(t *testing.T) {
 	}))
 	refused("a CronJob whose pods run something else", rogue(func(p *corev1.PodSpec) {
 		p.Containers[0].Command = []string{"/bin/sh", "-c", "curl evil"}
+	}))
+	refused("a CronJob whose pods run another replicant command", rogue(func(p *corev1.PodSpec) {
+		p.Containers[0].Command = []string{"/usr/local/bin/replicant", "manager"}
 	}))
 	refused("a CronJob whose pods are privileged", rogue(func(p *corev1.PodSpec) {
 		p.Containers[0].SecurityContext.Privileged, p.Containers[0].SecurityContext.AllowPrivilegeEscalation = ptr.To(true), nil
