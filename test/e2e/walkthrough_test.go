@@ -699,6 +699,64 @@ spec:
 		}
 		AddReportEntry("backup and restore", fmt.Sprintf("a scheduled backup committed %v after the schedule was set; on demand: %s; restored 2 pods with %s (rows, max id)",
 			scheduled, strings.TrimSpace(out), want), ReportEntryVisibilityAlways)
+
+		// A point in time between two writes: the archive's CronJob (kept beside a
+		// schedule) uploads the binlogs, and a third StatefulSet restored to the point
+		// holds the row written after the backup and before the point, not the one after.
+		mustKubectl("annotate", "statefulset", sts, "--overwrite", inject.AnnBackupSchedule+"=0 0 1 1 *")
+		Eventually(func() error {
+			_, err := kubectl("get", "cronjob", inject.BinlogsCronJobName(sts))
+			return err
+		}).WithTimeout(time.Minute).Should(Succeed(), "the archive's CronJob comes with a schedule")
+		_, err = sql("db-master", "INSERT INTO orders (note) VALUES ('before-the-point')")
+		Expect(err).NotTo(HaveOccurred())
+		point := time.Now().UTC().Truncate(time.Second).Add(2 * time.Second)
+		time.Sleep(time.Until(point) + 500*time.Millisecond)
+		_, err = sql("db-master", "INSERT INTO orders (note) VALUES ('after-the-point')")
+		Expect(err).NotTo(HaveOccurred())
+		wantAtPoint, err := rootSQL(master(), "SELECT COUNT(*) FROM shop.orders WHERE note <> 'after-the-point'")
+		Expect(err).NotTo(HaveOccurred())
+		archiveStart := time.Now()
+		mustKubectl("create", "job", "db-binlogs-e2e", "--from=cronjob/"+inject.BinlogsCronJobName(sts))
+		mustKubectl("wait", "--for=condition=complete", "job/db-binlogs-e2e", "--timeout=180s")
+		archived := time.Since(archiveStart).Round(time.Second)
+		pitrYAML := strings.NewReplacer("name: restored\n", "name: pitr\n", "app: restored\n", "app: pitr\n", "serviceName: restored", "serviceName: pitr",
+			"replicas: 2", "replicas: 1", "/db/latest"+query, "/db"+query,
+			// The source's server version (the upgrade spec moved it): its binlogs are replayed.
+			"image: mariadb:10.11", "image: "+strings.TrimSpace(mustKubectl("get", "statefulset", sts, "-o", `jsonpath={.spec.template.spec.containers[?(@.name=="mariadb")].image}`))).Replace(stsYAML)
+		pitrYAML = strings.Replace(pitrYAML, "  annotations:\n", "  annotations:\n    "+inject.AnnRestoreTo+": \""+point.Format(time.RFC3339)+"\"\n", 1)
+		DeferCleanup(func() {
+			_, _ = kubectl("delete", "statefulset", "pitr", "--wait=true", "--timeout=90s")
+			_, _ = kubectl("delete", "service", "pitr", "--ignore-not-found")
+			_, _ = kubectl("delete", "pvc", "-l", "app=pitr", "--ignore-not-found")
+		})
+		_, err = runStdin(`apiVersion: v1
+kind: Service
+metadata:
+  name: pitr
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector:
+    app: pitr
+  ports:
+    - name: mysql
+      port: 3306
+---
+`+pitrYAML, "apply", "-f", "-")
+		Expect(err).NotTo(HaveOccurred())
+		restoreStart := time.Now()
+		Eventually(func() string {
+			out, _ := kubectl("get", "pods", "-l", "app=pitr", "-o", `jsonpath={range .items[*]}{.metadata.name}={.metadata.labels.replicant\.dev/role}/{.metadata.labels.replicant\.dev/healthy} {end}`)
+			return strings.TrimSpace(out)
+		}).WithTimeout(7 * time.Minute).WithPolling(2 * time.Second).Should(Equal("pitr-0=master/yes"))
+		restored := time.Since(restoreStart).Round(time.Second)
+		Expect(cloneLog("pitr-0")).To(ContainSubstring("binlogs replayed"))
+		Expect(rootSQL("pitr-0", "SELECT COUNT(*) FROM shop.orders WHERE note IN ('after-the-backup', 'before-the-point')")).To(Equal("2"), "rows written after the backup and before the point")
+		Expect(rootSQL("pitr-0", "SELECT COUNT(*) FROM shop.orders WHERE note = 'after-the-point'")).To(Equal("0"), "the row written after the point")
+		Expect(rootSQL("pitr-0", "SELECT COUNT(*) FROM shop.orders")).To(Equal(wantAtPoint))
+		AddReportEntry("point-in-time recovery", fmt.Sprintf("archive run %v; a StatefulSet restored to %s in %v holds %s rows, the one after the point absent",
+			archived, point.Format(time.RFC3339), restored, wantAtPoint), ReportEntryVisibilityAlways)
 	})
 
 	It("loses nothing and never has two writable servers when the kube-apiserver is down for 20 s while the master's node is cut off", func() {
