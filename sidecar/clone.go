@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -412,10 +413,21 @@ func (cfg *CloneConfig) progress(c *countingReader) func() {
 	return func() { close(done) }
 }
 
-// backupGTID reads the GTID position the backup ends at (xtrabackup_binlog_info:
+// readBackupMeta reads one of the files mariadb-backup leaves beside a backup:
+// mariadb_backup_<name> since MariaDB 11 (found by e2e: clones from an 11.8 donor
+// failed for want of xtrabackup_binlog_info), xtrabackup_<name> before.
+func readBackupMeta(dir, name string) ([]byte, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "mariadb_backup_"+name))
+	if errors.Is(err, fs.ErrNotExist) {
+		data, err = os.ReadFile(filepath.Join(dir, "xtrabackup_"+name))
+	}
+	return data, err
+}
+
+// backupGTID reads the GTID position the backup ends at (binlog_info:
 // "<binlog file>\t<position>\t<gtid>").
 func backupGTID(dir string) (string, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "xtrabackup_binlog_info"))
+	data, err := readBackupMeta(dir, "binlog_info")
 	if err != nil {
 		return "", fmt.Errorf("the backup has no binlog position (is log_bin on at the source?): %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -42,5 +43,23 @@ func TestCopyExecutableFailsCleanly(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("failed installs left %d entries", len(entries))
+	}
+}
+
+// TestBackupGTIDUnderBothNames: mariadb-backup names its position file
+// mariadb_backup_binlog_info since MariaDB 11 and xtrabackup_binlog_info before; a
+// clone from either version's donor finds it.
+func TestBackupGTIDUnderBothNames(t *testing.T) {
+	for _, name := range []string{"mariadb_backup_binlog_info", "xtrabackup_binlog_info"} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("mysql-bin.000003\t1234\t0-100-42\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if gtid, err := backupGTID(dir); err != nil || gtid != "0-100-42" {
+			t.Errorf("%s: %q, %v", name, gtid, err)
+		}
+	}
+	if _, err := backupGTID(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no binlog position") {
+		t.Errorf("neither file: %v", err)
 	}
 }

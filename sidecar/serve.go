@@ -374,7 +374,7 @@ func (s *Server) streamBackup(ctx context.Context, w http.ResponseWriter, log lo
 	case copyErr != nil:
 		return n, fmt.Errorf("stream to client: %w", copyErr)
 	}
-	if data, err := os.ReadFile(filepath.Join(work, "info", "xtrabackup_info")); err == nil {
+	if data, err := readBackupMeta(filepath.Join(work, "info"), "info"); err == nil {
 		info := ParseBackupInfo(string(data))
 		w.Header().Set(BackupGTIDTrailer, info.GTID)
 		w.Header().Set(BackupVersionTrailer, info.ServerVersion)

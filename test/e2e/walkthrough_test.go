@@ -665,8 +665,10 @@ spec:
 
 		example := readExample()
 		stsYAML := example[strings.Index(example, "apiVersion: apps/v1\nkind: StatefulSet"):]
+		// Restored on the source's server version (the upgrade spec moved it).
+		sourceImage := strings.TrimSpace(mustKubectl("get", "statefulset", sts, "-o", `jsonpath={.spec.template.spec.containers[?(@.name=="mariadb")].image}`))
 		stsYAML = strings.NewReplacer("name: db\n", "name: restored\n", "app: db\n", "app: restored\n", "serviceName: mysql", "serviceName: restored",
-			"replicas: 3", "replicas: 2").Replace(stsYAML)
+			"replicas: 3", "replicas: 2", "image: mariadb:10.11", "image: "+sourceImage).Replace(stsYAML)
 		stsYAML = strings.Replace(stsYAML, "metadata:\n  name: restored\n", "metadata:\n  name: restored\n  annotations:\n    "+
 			inject.AnnInitURI+": s3://backups/e2e/default/db/latest"+query+"\n    "+inject.AnnBackupSecret+": bucket-creds\n", 1)
 		_, err = runStdin(`apiVersion: v1
@@ -721,9 +723,7 @@ spec:
 		mustKubectl("wait", "--for=condition=complete", "job/db-binlogs-e2e", "--timeout=180s")
 		archived := time.Since(archiveStart).Round(time.Second)
 		pitrYAML := strings.NewReplacer("name: restored\n", "name: pitr\n", "app: restored\n", "app: pitr\n", "serviceName: restored", "serviceName: pitr",
-			"replicas: 2", "replicas: 1", "/db/latest"+query, "/db"+query,
-			// The source's server version (the upgrade spec moved it): its binlogs are replayed.
-			"image: mariadb:10.11", "image: "+strings.TrimSpace(mustKubectl("get", "statefulset", sts, "-o", `jsonpath={.spec.template.spec.containers[?(@.name=="mariadb")].image}`))).Replace(stsYAML)
+			"replicas: 2", "replicas: 1", "/db/latest"+query, "/db"+query).Replace(stsYAML)
 		pitrYAML = strings.Replace(pitrYAML, "  annotations:\n", "  annotations:\n    "+inject.AnnRestoreTo+": \""+point.Format(time.RFC3339)+"\"\n", 1)
 		DeferCleanup(func() {
 			_, _ = kubectl("delete", "statefulset", "pitr", "--wait=true", "--timeout=90s")
