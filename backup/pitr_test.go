@@ -3,6 +3,7 @@ package backup_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -175,4 +176,74 @@ func mustTarget(t *testing.T, s string) backup.RestoreTarget {
 		t.Fatal(err)
 	}
 	return target
+}
+
+// TestPointInTimeRecoveryAcrossAFailover: the master's closed binlogs are archived;
+// its last transaction ("c") reaches the replica but never the archive from the
+// master, which then dies. The replica is promoted, takes "d" and, after the point,
+// "e", and its binlogs are archived. A restore to the point holds a, b, c and d (the
+// stretch the dead master never archived comes from the new master's files) and not
+// e; one to c's GTID holds a, b, c.
+func TestPointInTimeRecoveryAcrossAFailover(t *testing.T) {
+	ctx := context.Background()
+	store := objectstore.Start(t)
+	servers := mariadb.Start(t, 3, mariadb.Options{Durability: "async"})
+	oldMaster, replica, target := servers[0], servers[1], servers[2]
+	oldURL := donor(t, oldMaster, 5)
+	c, err := backup.OpenCluster(ctx, store.URI("failover"), "default", "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Take(ctx, takeOptions(t, oldURL)); err != nil {
+		t.Fatal(err)
+	}
+	replica.Exec(ctx, "SET GLOBAL gtid_slave_pos = ''",
+		"CHANGE MASTER TO MASTER_HOST='"+oldMaster.Host+"', MASTER_PORT="+fmt.Sprint(oldMaster.Port)+
+			", MASTER_USER='root', MASTER_PASSWORD='"+mariadb.RootPassword+"', MASTER_USE_GTID=slave_pos",
+		"START SLAVE")
+	caughtUp := func(gtid string) {
+		t.Helper()
+		var ok int
+		if err := replica.DB().QueryRow("SELECT MASTER_GTID_WAIT(?, 30)", gtid).Scan(&ok); err != nil || ok != 0 {
+			t.Fatalf("the replica did not reach %s: %d, %v", gtid, ok, err)
+		}
+	}
+	insert(t, oldMaster, "a")
+	caughtUp(insert(t, oldMaster, "b"))
+	archiver := backup.ArchiveOptions{Source: oldURL, User: backupUser, Password: backupPassword, Flush: true, Log: testr.New(t)}
+	if _, err := c.Archive(ctx, archiver); err != nil {
+		t.Fatal(err)
+	}
+	gtidC := insert(t, oldMaster, "c")
+	caughtUp(gtidC)
+	oldMaster.Kill() // its open binlog, holding c, is never archived from it
+
+	replica.Exec(ctx, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0")
+	newURL := donor(t, replica, 0)
+	insert(t, replica, "d")
+	point := time.Now().UTC().Truncate(time.Second).Add(time.Second)
+	time.Sleep(time.Until(point) + 200*time.Millisecond)
+	insert(t, replica, "e")
+	archiver.Source = newURL
+	res, err := c.Archive(ctx, archiver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Uploaded) == 0 {
+		t.Fatal("nothing archived from the new master")
+	}
+
+	if err := restoreToPoint(t, target, store.URI("failover/default/db"), point.Format(time.RFC3339)); err != nil {
+		t.Fatal(err)
+	}
+	if got := values(t, target); got != "a,b,c,d" {
+		t.Errorf("restored to %v: rows %q, want a,b,c,d", point, got)
+	}
+	if err := restoreToPoint(t, target, store.URI("failover/default/db"), gtidC); err != nil {
+		t.Fatal(err)
+	}
+	if got := values(t, target); got != "a,b,c" {
+		t.Errorf("restored to %s: rows %q, want a,b,c", gtidC, got)
+	}
 }
