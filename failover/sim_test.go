@@ -886,9 +886,10 @@ func (w *simWorld) settled() string {
 	m := w.index(w.state.Master)
 	if m < 0 && w.stateLost {
 		// The state was deleted, and the servers' data diverge (an old master's
-		// unacknowledged commits against the new master's): by design the controller
-		// holds and asks a person (failover-to) rather than guess.
-		if p := Decide(w.observe()); strings.Contains(p.Held, "diverge") {
+		// unacknowledged commits against the new master's), or the replicas follow
+		// different servers (a controller died half way through repointing them): by
+		// design the controller holds and asks a person (failover-to) rather than guess.
+		if p := Decide(w.observe()); strings.Contains(p.Held, "diverge") || strings.Contains(p.Held, "not one server that answers") {
 			return ""
 		}
 	}
