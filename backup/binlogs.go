@@ -168,6 +168,36 @@ func (c *Cluster) Archive(ctx context.Context, opts ArchiveOptions) (ArchiveResu
 	return res, nil
 }
 
+// ArchiveStatus is what the binlog archive holds, for people: how many files, and
+// the time up to which it holds every transaction (zero when it holds nothing).
+type ArchiveStatus struct {
+	Files int
+	Reach time.Time
+}
+
+// ArchiveStatus reads the archive's records.
+func (c *Cluster) ArchiveStatus(ctx context.Context) (ArchiveStatus, error) {
+	var st ArchiveStatus
+	binlogs, err := c.Binlogs(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.Files = len(binlogs)
+	for _, b := range binlogs {
+		if b.LastTime.After(st.Reach) {
+			st.Reach = b.LastTime
+		}
+	}
+	r, err := c.reach(ctx)
+	if err != nil {
+		return st, err
+	}
+	if r != nil && r.Time.After(st.Reach) {
+		st.Reach = r.Time
+	}
+	return st, nil
+}
+
 // reach reads ReachObject (nil when there is none).
 func (c *Cluster) reach(ctx context.Context) (*ArchiveReach, error) {
 	data, err := c.bucket.ReadAll(ctx, ReachObject)

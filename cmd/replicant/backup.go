@@ -228,6 +228,14 @@ func listBackups(ctx context.Context, c *cli) error {
 	if len(all) == 0 {
 		fmt.Fprintf(c.out, "no committed backup in %s\n", b.Where())
 	}
+	archive, err := b.ArchiveStatus(ctx)
+	if err != nil {
+		return err
+	}
+	if archive.Files > 0 || !archive.Reach.IsZero() {
+		fmt.Fprintf(c.out, "binlog archive: %d files; a point-in-time restore (%s) reaches %s\n",
+			archive.Files, inject.AnnRestoreTo, archive.Reach.UTC().Format(time.RFC3339))
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -186,6 +187,14 @@ func TestCLIListsBackups(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, backup.ManifestObject), m, 0o644)
 		}
 	}
+	// Two archived binlogs, the newest transaction at 05:10.
+	os.MkdirAll(filepath.Join(bucket, "team", "prod", "db", backup.BinlogsDir), 0o755)
+	for i, last := range []string{"2026-12-05T04:00:00Z", "2026-12-05T05:10:00Z"} {
+		rec := backup.ArchivedBinlog{Key: fmt.Sprintf("%s/100-x-mysql-bin.%06d", backup.BinlogsDir, i+1)}
+		rec.LastTime, _ = time.Parse(time.RFC3339, last)
+		data, _ := json.Marshal(rec)
+		os.WriteFile(filepath.Join(bucket, "team", "prod", "db", rec.Key+".json"), data, 0o644)
+	}
 	sts := fixture.StatefulSet("prod", "db")
 	sts.Annotations = map[string]string{inject.AnnBackupURI: "file://" + bucket + "/team"}
 	if err := env.Client.Create(ctx, sts); err != nil {
@@ -204,6 +213,7 @@ func TestCLIListsBackups(t *testing.T) {
 	want := `NAME              GTID    STORED   STREAM    TOOK  SERVER
 20261204T030000Z  0-1-04  3.0 MiB  30.0 MiB  42s   10.11.14-MariaDB
 20261205T030000Z  0-1-05  3.0 MiB  30.0 MiB  42s   10.11.14-MariaDB
+binlog archive: 2 files; a point-in-time restore (replicant.dev/restore-to) reaches 2026-12-05T05:10:00Z
 `
 	if out != want {
 		t.Errorf("backups:\n%s\nwant:\n%s", out, want)
