@@ -58,9 +58,15 @@ func startHostLoop(script string) *hostLoop {
 	return l
 }
 
+// loopDeadline bounds the wait for a host loop's end. Loops are bounded by their
+// attempt count; each attempt enters a pod's network namespace, which under the full
+// suite's load takes several times longer than alone (make test found a 700-attempt
+// writer still running 3 minutes after the failover it measured).
+const loopDeadline = 8 * time.Minute
+
 func (l *hostLoop) lines() []string {
 	GinkgoHelper()
-	Eventually(l.done).WithTimeout(3 * time.Minute).Should(BeClosed())
+	Eventually(l.done).WithTimeout(loopDeadline).Should(BeClosed())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Split(strings.TrimSpace(l.out.String()), "\n")
@@ -78,7 +84,7 @@ type sample struct {
 // writable servers, and for each pod its samples.
 func (c *readOnlyChecker) result() (polls, doubleWritable int, timelines map[string][]sample) {
 	GinkgoHelper()
-	Eventually(c.done).WithTimeout(3 * time.Minute).Should(BeClosed())
+	Eventually(c.done).WithTimeout(loopDeadline).Should(BeClosed())
 	type ev struct {
 		at  int64
 		pod string

@@ -764,7 +764,7 @@ spec:
 		waitOutAntiFlap()
 		old := master()
 		checker := startReadOnlyChecker(150)
-		w := startWriter("api-down", 700)
+		w := startWriter("api-down", 500)
 		time.Sleep(3 * time.Second)
 
 		// Everything below until the apiserver is back runs on the node alone: the
