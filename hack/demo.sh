@@ -282,7 +282,8 @@ run kubectl annotate statefulset db --overwrite "replicant.dev/backup-uri=$bucke
 wait_for 60 "the CronJobs db-backup and db-binlogs" kubectl get cronjob db-backup db-binlogs
 run kubectl get cronjobs
 run replicant backup -a db.default
-run replicant backups -a db.default
+# (`replicant backups -a` reads the bucket with your own credentials, from where you
+# run it: this in-cluster S3 server is not reachable from the host.)
 run sql db-master "INSERT INTO orders (note, server) VALUES ('after-the-backup', @@hostname)"
 run sql db-master "INSERT INTO orders (note, server) VALUES ('before-the-point', @@hostname)"
 point_s=$(( $(date +%s) + 2 ))
