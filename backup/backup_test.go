@@ -96,11 +96,18 @@ func rows(t *testing.T, s *mariadb.Server) string {
 // (nothing else answers), and starts s on it.
 func restoreInto(t *testing.T, s *mariadb.Server, initURI string) error {
 	t.Helper()
+	return restoreWith(t, s, initURI, backup.Restorer(initURI, testr.New(t)), nil)
+}
+
+// restoreWith empties s's datadir, runs the clone step with only open (and replay)
+// to fill it, and starts s on the result.
+func restoreWith(t *testing.T, s *mariadb.Server, initURI string, open sidecar.OpenBackupFunc, replay sidecar.ReplayFunc) error {
+	t.Helper()
 	s.Kill()
 	os.RemoveAll(s.Datadir)
 	os.Mkdir(s.Datadir, 0o750)
 	d, err := sidecar.Clone(context.Background(), sidecar.CloneConfig{Datadir: s.Datadir, PodName: "restored-1",
-		ReplicasURL: deadURL(t), MasterURL: deadURL(t), InitURI: initURI, Restore: backup.Restorer(initURI, testr.New(t)),
+		ReplicasURL: deadURL(t), MasterURL: deadURL(t), InitURI: initURI, Restore: open, Replay: replay,
 		ProbeTimeout: time.Second, Log: testr.New(t)})
 	if d != sidecar.DecisionRestore {
 		t.Fatalf("decision %q (%v)", d, err)

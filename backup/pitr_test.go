@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"gocloud.dev/blob"
 
 	"github.com/replicant-dev/replicant/backup"
-	"github.com/replicant-dev/replicant/sidecar"
 	"github.com/replicant-dev/replicant/test/mariadb"
 	"github.com/replicant-dev/replicant/test/objectstore"
 )
@@ -22,21 +20,8 @@ import (
 // restoreTo through the clone step, and starts s on the result.
 func restoreToPoint(t *testing.T, s *mariadb.Server, uri, restoreTo string) error {
 	t.Helper()
-	s.Kill()
-	os.RemoveAll(s.Datadir)
-	os.Mkdir(s.Datadir, 0o750)
 	open, replay := backup.PointInTimeRestorer(uri, restoreTo, backup.ReplayOptions{Log: testr.New(t)})
-	d, err := sidecar.Clone(context.Background(), sidecar.CloneConfig{Datadir: s.Datadir, PodName: "restored-0",
-		ReplicasURL: deadURL(t), MasterURL: deadURL(t), InitURI: uri, Restore: open, Replay: replay,
-		ProbeTimeout: time.Second, Log: testr.New(t)})
-	if d != sidecar.DecisionRestore {
-		t.Fatalf("decision %q (%v)", d, err)
-	}
-	if err != nil {
-		return err
-	}
-	s.Restart()
-	return nil
+	return restoreWith(t, s, uri, open, replay)
 }
 
 // insert writes one row to app.t and returns its transaction's GTID.
