@@ -14,6 +14,8 @@ CACHE    ?= $(or $(REPLICANT_CACHE),$(HOME)/.cache/replicant)
 K8S_DIR  := $(CACHE)/k8s-$(K8S_VERSION)
 HELM_BIN := $(CACHE)/helm-$(HELM_VERSION)/helm
 RCLONE_BIN := $(CACHE)/rclone-$(RCLONE_VERSION)/rclone
+# Debian sid's MySQL (mysql-server-core 9.7): the only Debian suite that ships one.
+MYSQL_ROOTFS := $(CACHE)/mysql-rootfs-sid
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 export KUBEBUILDER_ASSETS := $(CURDIR)/bin/k8s/$(K8S_VERSION)
@@ -27,7 +29,7 @@ K8S_BINS  := kube-apiserver kube-controller-manager kubectl kube-scheduler kubel
 # The image the shipped manifests run: the local cluster's image carries that name.
 REPLICANT_IMAGE := $(shell sed -n 's/^ *image: *//p' manifests/deployment.yaml)
 
-.PHONY: all build test unit lint deps k8s-bins tools helm rclone bench fuzz sim clean cluster-build demo demo-down e2e
+.PHONY: all build test unit lint deps k8s-bins tools helm rclone mysql-rootfs bench fuzz sim clean cluster-build demo demo-down e2e
 
 all: build
 
@@ -95,6 +97,12 @@ rclone:
 	fi
 	@mkdir -p bin && ln -sfn $(RCLONE_BIN) bin/rclone
 
+## mysql-rootfs: the root filesystem real mysqld runs from in package tests (Debian sid
+## debootstrapped, ~9 min cold, network bound)
+mysql-rootfs: deps
+	@test/cluster/mysql-rootfs.sh $(MYSQL_ROOTFS)
+	@mkdir -p bin && ln -sfn $(MYSQL_ROOTFS) bin/mysql-rootfs
+
 ## bench: admission latency (p50/p99); a 1 GiB clone through replicant versus a bare
 ## mariadb-backup | mbstream pipe (ratio; REPLICANT_BENCH_MIB sets the size); a backup to
 ## and a restore from rclone's S3 server versus bare zstd/rclone pipes (ratios); failover
@@ -119,9 +127,9 @@ fuzz:
 
 ## cluster-build: everything the local cluster runs (CoreDNS, cert-manager, images)
 cluster-build: deps
-	@# Four Go builds at once: each spends part of its time resolving modules and
-	@# linking on one core.
-	@$(MAKE) --no-print-directory -j4 build k8s-bins helm rclone
+	@# Four Go builds at once (each spends part of its time resolving modules and
+	@# linking on one core), beside the MySQL debootstrap (network bound).
+	@$(MAKE) --no-print-directory -j5 build k8s-bins helm rclone mysql-rootfs
 	@CACHE=$(CACHE) COREDNS_VERSION=$(COREDNS_VERSION) CERT_MANAGER_VERSION=$(CERT_MANAGER_VERSION) RCLONE_VERSION=$(RCLONE_VERSION) \
 		REPLICANT_IMAGE=$(REPLICANT_IMAGE) test/cluster/build.sh
 

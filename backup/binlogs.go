@@ -332,7 +332,7 @@ func ParseRestoreTarget(s string) (RestoreTarget, error) {
 }
 
 func (t RestoreTarget) String() string {
-	if t.GTID != nil {
+	if !t.GTID.Empty() {
 		return t.GTID.String()
 	}
 	return t.Time.Format(time.RFC3339)
@@ -369,7 +369,7 @@ func (c *Cluster) PlanRestore(ctx context.Context, target RestoreTarget) (Manife
 		if err != nil {
 			continue
 		}
-		if (target.GTID != nil && target.GTID.Reaches(pos)) || (target.GTID == nil && !m.End.After(target.Time)) {
+		if (!target.GTID.Empty() && target.GTID.Reaches(pos)) || (target.GTID.Empty() && !m.End.After(target.Time)) {
 			base, found = m, true
 		}
 	}
@@ -394,7 +394,7 @@ func (c *Cluster) PlanReplayFrom(ctx context.Context, base Manifest, target Rest
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: its GTID %q: %w", base.Name, base.GTID, err)
 	}
-	if (target.GTID != nil && !target.GTID.Reaches(pos)) || (target.GTID == nil && base.End.After(target.Time)) {
+	if (!target.GTID.Empty() && !target.GTID.Reaches(pos)) || (target.GTID.Empty() && base.End.After(target.Time)) {
 		return nil, fmt.Errorf("backup %s (ending %s at %s) is after %s: name an earlier backup, or the directory", base.Name, base.End.Format(time.RFC3339), base.GTID, target)
 	}
 	binlogs, err := c.Binlogs(ctx)
@@ -438,13 +438,13 @@ func planReplay(base Manifest, binlogs []ArchivedBinlog, reach *ArchiveReach, ta
 	var steps []ReplayStep
 	var replayedUntil time.Time // the newest transaction time replayed so far
 	for guard := 0; guard <= 2*len(binlogs); guard++ {
-		if target.GTID != nil && pos.Reaches(target.GTID) {
+		if !target.GTID.Empty() && pos.Reaches(target.GTID) {
 			return steps, nil
 		}
-		if target.GTID == nil && len(steps) > 0 && !replayedUntil.Before(target.Time) {
+		if target.GTID.Empty() && len(steps) > 0 && !replayedUntil.Before(target.Time) {
 			return steps, nil
 		}
-		if target.GTID == nil && reach != nil && pos.Reaches(reach.Position.Position()) && !reach.Time.Before(target.Time) {
+		if target.GTID.Empty() && reach != nil && pos.Reaches(reach.Position.Position()) && !reach.Time.Before(target.Time) {
 			return steps, nil // nothing was written between here and the target
 		}
 		var next *ArchivedBinlog
@@ -469,18 +469,18 @@ func planReplay(base Manifest, binlogs []ArchivedBinlog, reach *ArchiveReach, ta
 			if b.Key == next.Key || pos.Reaches(bs) || !end.Reaches(bs) || bs.Reaches(end) || !b.LastTime.After(next.LastTime) {
 				continue
 			}
-			if step.Stop == nil || step.Stop.Reaches(bs) {
+			if step.Stop.Empty() || step.Stop.Reaches(bs) {
 				step.Stop = bs
 			}
 		}
 		steps = append(steps, step)
-		if step.Stop != nil {
+		if !step.Stop.Empty() {
 			pos = step.Stop
 			// Only the file's head was replayed: its times up to the cut are not known,
 			// so the time bound stays where it was.
 			continue
 		}
-		pos = maxPosition(pos, end)
+		pos = pos.Furthest(end)
 		if next.LastTime.After(replayedUntil) {
 			replayedUntil = next.LastTime
 		}
@@ -497,25 +497,6 @@ func laterHistory(a, b ArchivedBinlog) bool {
 		return c > 0
 	}
 	return a.Archived.After(b.Archived)
-}
-
-// maxPosition is, per domain, the further of two positions.
-func maxPosition(a, b mysql.GTIDSet) mysql.GTIDSet {
-	out := mysql.GTIDSet{}
-	for _, g := range a.GTIDs() {
-		out[g.Domain] = map[uint32]uint64{g.Server: g.Seq}
-	}
-	for _, g := range b.GTIDs() {
-		cur := out[g.Domain]
-		best := uint64(0)
-		for _, seq := range cur {
-			best = seq
-		}
-		if cur == nil || g.Seq > best {
-			out[g.Domain] = map[uint32]uint64{g.Server: g.Seq}
-		}
-	}
-	return out
 }
 
 func gapError(pos mysql.GTIDSet, binlogs []ArchivedBinlog, target RestoreTarget, replayedSome bool) error {

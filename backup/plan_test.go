@@ -33,7 +33,7 @@ func describe(steps []ReplayStep) string {
 	var parts []string
 	for _, s := range steps {
 		p := s.Binlog.Name + "[" + s.From.String()
-		if s.Stop != nil {
+		if !s.Stop.Empty() {
 			p += ".." + s.Stop.String()
 		}
 		parts = append(parts, p+"]")

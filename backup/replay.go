@@ -57,7 +57,7 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 	log := opts.Log
 	private, err := os.MkdirTemp("", "replicant-replay-")
 	if err != nil {
-		return nil, err
+		return mysql.GTIDSet{}, err
 	}
 	defer os.RemoveAll(private)
 	scratch := opts.Scratch
@@ -72,12 +72,12 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 	if err := os.WriteFile(initFile, []byte(fmt.Sprintf(
 		"SET sql_log_bin=0;\nCREATE OR REPLACE USER '%s'@'localhost' IDENTIFIED BY '%s';\nGRANT ALL PRIVILEGES ON *.* TO '%s'@'localhost' WITH GRANT OPTION;\n",
 		replayUser, password, replayUser)), 0o600); err != nil {
-		return nil, err
+		return mysql.GTIDSet{}, err
 	}
 	clientCnf := filepath.Join(private, "client.cnf")
 	socket := filepath.Join(private, "mysqld.sock")
 	if err := os.WriteFile(clientCnf, []byte(fmt.Sprintf("[client]\nuser=%s\npassword=%s\nsocket=%s\n", replayUser, password, socket)), 0o600); err != nil {
-		return nil, err
+		return mysql.GTIDSet{}, err
 	}
 	args := []string{"--no-defaults", "--datadir=" + datadir, "--socket=" + socket, "--skip-networking",
 		"--pid-file=" + filepath.Join(private, "mysqld.pid"), "--init-file=" + initFile,
@@ -88,14 +88,14 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 		uid, gid := ownerIDs(datadir)
 		for _, p := range []string{private, initFile} {
 			if err := os.Chown(p, uid, gid); err != nil {
-				return nil, err
+				return mysql.GTIDSet{}, err
 			}
 		}
 	}
 	server := exec.Command(opts.Server, args...)
 	server.Stdout, server.Stderr = io.Discard, io.Discard
 	if err := server.Start(); err != nil {
-		return nil, fmt.Errorf("start %s on the restored datadir: %w", opts.Server, err)
+		return mysql.GTIDSet{}, fmt.Errorf("start %s on the restored datadir: %w", opts.Server, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- server.Wait() }()
@@ -116,7 +116,7 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 	cfg.Timeout = 5 * time.Second
 	connector, err := gomysql.NewConnector(cfg)
 	if err != nil {
-		return nil, err
+		return mysql.GTIDSet{}, err
 	}
 	db := sql.OpenDB(connector)
 	defer db.Close()
@@ -129,54 +129,54 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 		select {
 		case werr := <-exited:
 			stopped = true
-			return nil, fmt.Errorf("the private server on the restored datadir stopped (%v): %s", werr, errorLog())
+			return mysql.GTIDSet{}, fmt.Errorf("the private server on the restored datadir stopped (%v): %s", werr, errorLog())
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return mysql.GTIDSet{}, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the private server on the restored datadir did not answer within %v: %v: %s", opts.StartTimeout, err, errorLog())
+			return mysql.GTIDSet{}, fmt.Errorf("the private server on the restored datadir did not answer within %v: %v: %s", opts.StartTimeout, err, errorLog())
 		}
 	}
 	// The restored server's binlog starts at the backup's position: the replay, and
 	// the cluster's writes after it, continue its GTID numbering.
 	if _, err := db.ExecContext(ctx, "RESET MASTER"); err != nil {
-		return nil, fmt.Errorf("reset the restored server's binlog: %w", err)
+		return mysql.GTIDSet{}, fmt.Errorf("reset the restored server's binlog: %w", err)
 	}
 	if _, err := db.ExecContext(ctx, "SET GLOBAL gtid_binlog_state = ?", base.GTID); err != nil {
-		return nil, fmt.Errorf("set the restored server's binlog state to the backup's %s: %w", base.GTID, err)
+		return mysql.GTIDSet{}, fmt.Errorf("set the restored server's binlog state to the backup's %s: %w", base.GTID, err)
 	}
 	log.Info("replaying binlogs", "files", len(steps), "from", base.GTID, "to", target.String())
 	for _, step := range steps {
 		if err := c.replayOne(ctx, step, target, scratch, clientCnf, opts); err != nil {
-			return nil, err
+			return mysql.GTIDSet{}, err
 		}
 	}
 	var reached string
 	if err := db.QueryRowContext(ctx, "SELECT @@gtid_binlog_pos").Scan(&reached); err != nil {
-		return nil, err
+		return mysql.GTIDSet{}, err
 	}
 	pos, err := mysql.ParseGTIDSet(reached)
 	if err != nil {
-		return nil, err
+		return mysql.GTIDSet{}, err
 	}
-	if target.GTID != nil && !pos.Reaches(target.GTID) {
-		return nil, fmt.Errorf("the replay ended at %s, short of %s: the archived binlogs do not hold it", pos, target)
+	if !target.GTID.Empty() && !pos.Reaches(target.GTID) {
+		return mysql.GTIDSet{}, fmt.Errorf("the replay ended at %s, short of %s: the archived binlogs do not hold it", pos, target)
 	}
 	if _, err := db.ExecContext(ctx, "SET sql_log_bin=0"); err != nil {
-		return nil, err
+		return mysql.GTIDSet{}, err
 	}
 	if _, err := db.ExecContext(ctx, "DROP USER '"+replayUser+"'@'localhost'"); err != nil {
-		return nil, err
+		return mysql.GTIDSet{}, err
 	}
 	if _, err := db.ExecContext(ctx, "SHUTDOWN"); err != nil {
-		return nil, fmt.Errorf("stop the private server: %w", err)
+		return mysql.GTIDSet{}, fmt.Errorf("stop the private server: %w", err)
 	}
 	select {
 	case <-exited:
 		stopped = true
 	case <-time.After(5 * time.Minute):
-		return nil, fmt.Errorf("the private server did not stop: %s", errorLog())
+		return mysql.GTIDSet{}, fmt.Errorf("the private server did not stop: %s", errorLog())
 	}
 	log.Info("binlogs replayed", "reached", pos.String())
 	return pos, nil
@@ -192,12 +192,12 @@ func (c *Cluster) replayOne(ctx context.Context, step ReplayStep, target Restore
 	}
 	args := []string{"--start-position=" + step.From.String()}
 	switch stop := step.Stop; {
-	case target.GTID != nil && (stop == nil || stop.Reaches(target.GTID)):
+	case !target.GTID.Empty() && (stop.Empty() || stop.Reaches(target.GTID)):
 		args = append(args, "--stop-position="+target.GTID.String())
-	case stop != nil:
+	case !stop.Empty():
 		args = append(args, "--stop-position="+stop.String())
 	}
-	if target.GTID == nil {
+	if target.GTID.Empty() {
 		args = append(args, "--stop-datetime="+target.Time.UTC().Format("2006-01-02 15:04:05"))
 	}
 	args = append(args, local)

@@ -247,17 +247,13 @@ func (r *Reconciler) recordMaster(ctx context.Context, sts *appsv1.StatefulSet, 
 func (r *Reconciler) recordQuarantine(ctx context.Context, sts *appsv1.StatefulSet, st *storedState, plan Plan) error {
 	changed := false
 	for pod, errant := range plan.Quarantine {
-		if len(errant) == 0 || st.Quarantine[pod] != "" {
+		if errant.Empty() || st.Quarantine[pod] != "" {
 			continue
 		}
 		if st.Quarantine == nil {
 			st.Quarantine = map[string]string{}
 		}
-		parts := make([]string, len(errant))
-		for i, g := range errant {
-			parts[i] = g.String()
-		}
-		st.Quarantine[pod] = strings.Join(parts, ",")
+		st.Quarantine[pod] = errant.String()
 		changed = true
 	}
 	for _, pod := range plan.Unquarantine {

@@ -137,7 +137,7 @@ type Plan struct {
 	Start []string
 	// Quarantine lists servers with errant transactions: kept read-only and out of
 	// the Services, with the errant GTIDs.
-	Quarantine map[string][]mysql.GTID
+	Quarantine map[string]mysql.GTIDSet
 	// Roles and Healthy are the labels every pod should carry.
 	Roles   map[string]string
 	Healthy map[string]bool
@@ -225,7 +225,7 @@ func (s Snapshot) server(pod string) *Server {
 // Decide turns a snapshot into a plan. It never opens writes on more than one server:
 // a writable server that is not the master is fenced first.
 func Decide(s Snapshot) Plan {
-	p := Plan{Roles: map[string]string{}, Healthy: map[string]bool{}, Quarantine: map[string][]mysql.GTID{}}
+	p := Plan{Roles: map[string]string{}, Healthy: map[string]bool{}, Quarantine: map[string]mysql.GTIDSet{}}
 	master := s.server(s.Master)
 
 	if master == nil {
@@ -276,7 +276,7 @@ func Decide(s Snapshot) Plan {
 		}
 		// The master is observed last, so a replica's binlog holds nothing the master
 		// had not written by then, unless it is errant.
-		if errant := srv.State.BinlogState.ErrantBeyond(master.State.BinlogState, master.State.ReplicaPos); len(errant) > 0 {
+		if errant := srv.State.BinlogState.ErrantBeyond(master.State.BinlogState, master.State.ReplicaPos); !errant.Empty() {
 			p.Quarantine[srv.Pod] = errant
 			p.Healthy[srv.Pod] = false
 			p.Reasons = append(p.Reasons, fmt.Sprintf("%s has errant transactions %v: quarantined", srv.Pod, errant))
@@ -577,7 +577,7 @@ func decideFirstMaster(s Snapshot, p *Plan) string {
 	})
 	best := reachable[0]
 	for _, srv := range reachable[1:] {
-		if len(srv.State.BinlogState.ErrantBeyond(best.State.BinlogState, best.State.ReplicaPos)) > 0 {
+		if !srv.State.BinlogState.ErrantBeyond(best.State.BinlogState, best.State.ReplicaPos).Empty() {
 			p.Held = fmt.Sprintf("no recorded master, and the servers' data diverge (%s holds %s, %s holds %s): choose with a failover-to request",
 				best.Pod, best.State.BinlogState, srv.Pod, srv.State.BinlogState)
 			p.Reasons = append(p.Reasons, p.Held)
@@ -596,12 +596,9 @@ func decideFirstMaster(s Snapshot, p *Plan) string {
 
 // recordedErrant is the errant GTIDs the state recorded for a pod (never empty, so
 // that a recorded quarantine always counts as one).
-func recordedErrant(recorded string) []mysql.GTID {
-	set, err := mysql.ParseGTIDSet(recorded)
-	if err != nil || set.Empty() {
-		return []mysql.GTID{}
-	}
-	return set.GTIDs()
+func recordedErrant(recorded string) mysql.GTIDSet {
+	set, _ := mysql.ParseGTIDSet(recorded) // unreadable: still quarantined, GTIDs unknown
+	return set
 }
 
 func keysOf(m map[string]bool) []string {

@@ -339,7 +339,7 @@ func TestReplicasOfAnOlderMasterAreNotErrantAgainstAClonedMaster(t *testing.T) {
 		t.Fatalf("quarantine %v, healthy %v: %v", p.Quarantine, p.Healthy, p.Reasons)
 	}
 	// Without what the master applied, the same replica looks errant: the case is real.
-	master.State.ReplicaPos = nil
+	master.State.ReplicaPos = mysql.GTIDSet{}
 	if p := Decide(Snapshot{Cluster: "db", Master: "db-4", MaxLag: time.Minute, Servers: []Server{
 		srv(t, "db-0", 0, "ro", "0-101-2025,0-100-2400,0-104-2500", "db-4"), master}}); len(p.Quarantine) != 1 {
 		t.Fatalf("quarantine %v", p.Quarantine)

@@ -238,7 +238,7 @@ func TestMasterKilledUnderWriteLoad(t *testing.T) {
 	errant := oldState.BinlogState.Errant(newState.BinlogState)
 	want := map[string]string{"db-0": "replica/yes", "db-1": "replica/yes", "db-2": "replica/yes"}
 	want[newMaster.Name] = "master/yes"
-	if len(errant) > 0 {
+	if !errant.Empty() {
 		want["db-0"] = "replica/no"
 		t.Logf("the old master holds unacknowledged transactions %v: expect quarantine", errant)
 	}

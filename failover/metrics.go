@@ -1,8 +1,6 @@
 package failover
 
 import (
-	"strconv"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -37,7 +35,7 @@ var (
 	}, []string{"namespace", "cluster", "pod"})
 	gtidSequence = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "replicant_gtid_sequence",
-		Help: "The sequence number of the last GTID of each replication domain a server holds (its position).",
+		Help: "The sequence number of the last GTID a server holds, per MariaDB replication domain or MySQL source UUID (its position).",
 	}, []string{"namespace", "cluster", "pod", "domain"})
 	clustersRemembered = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "replicant_clusters",
@@ -87,10 +85,8 @@ func observeMetrics(namespace string, snap Snapshot, plan Plan) {
 		if !srv.Reachable {
 			probeErrorsTotal.WithLabelValues(namespace, snap.Cluster, srv.Pod).Inc()
 		}
-		for domain, servers := range srv.State.CurrentPos {
-			for _, seq := range servers {
-				gtidSequence.WithLabelValues(namespace, snap.Cluster, srv.Pod, strconv.FormatUint(uint64(domain), 10)).Set(float64(seq))
-			}
+		for domain, seq := range srv.State.CurrentPos.Heads() {
+			gtidSequence.WithLabelValues(namespace, snap.Cluster, srv.Pod, domain).Set(float64(seq))
 		}
 		if plan.Roles[srv.Pod] == RoleReplica {
 			lag := srv.Lag.Seconds()

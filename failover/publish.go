@@ -188,12 +188,8 @@ func (r *Reconciler) publish(ctx context.Context, sts *appsv1.StatefulSet, pods 
 				}
 			}
 		}
-		if errant := plan.Quarantine[pod.Name]; len(errant) > 0 {
-			var parts []string
-			for _, g := range errant {
-				parts = append(parts, g.String())
-			}
-			st.ErrantGTIDs = strings.Join(parts, ",")
+		if errant := plan.Quarantine[pod.Name]; !errant.Empty() {
+			st.ErrantGTIDs = errant.String()
 		}
 		status, _ := json.Marshal(st)
 		healthy := "no"

@@ -169,12 +169,7 @@ func (s *simServer) has(g mysql.GTID) bool { return s.in[g] }
 func (s *simServer) appendLog(g mysql.GTID) {
 	s.log = append(s.log, g)
 	s.in[g] = true
-	if s.state[g.Domain] == nil {
-		s.state[g.Domain] = map[uint32]uint64{}
-	}
-	if g.Seq > s.state[g.Domain][g.Server] {
-		s.state[g.Domain][g.Server] = g.Seq
-	}
+	s.state.Add(g)
 	if g.Seq > s.maxSeq {
 		s.maxSeq = g.Seq
 	}
@@ -399,12 +394,7 @@ func (w *simWorld) observe() Snapshot {
 func gtidSet(log []mysql.GTID) mysql.GTIDSet {
 	set := mysql.GTIDSet{}
 	for _, g := range log {
-		if set[g.Domain] == nil {
-			set[g.Domain] = map[uint32]uint64{}
-		}
-		if g.Seq > set[g.Domain][g.Server] {
-			set[g.Domain][g.Server] = g.Seq
-		}
+		set.Add(g)
 	}
 	return set
 }
@@ -493,11 +483,11 @@ func (w *simWorld) act(snap Snapshot, plan Plan) {
 	// recordQuarantine
 	changed := false
 	for pod, errant := range plan.Quarantine {
-		if len(errant) > 0 && w.state.Quarantine[pod] == "" {
+		if !errant.Empty() && w.state.Quarantine[pod] == "" {
 			if w.state.Quarantine == nil {
 				w.state.Quarantine = map[string]string{}
 			}
-			w.state.Quarantine[pod] = mysql.GTIDSet{0: {errant[0].Server: errant[0].Seq}}.String()
+			w.state.Quarantine[pod] = errant.String()
 			changed = true
 		}
 	}

@@ -106,14 +106,14 @@ func ReadBinlogSummary(r io.Reader) (BinlogSummary, error) {
 			for i := 0; i < count; i++ {
 				e := body[4+16*i:]
 				g := GTID{Domain: binary.LittleEndian.Uint32(e[0:4]), Server: binary.LittleEndian.Uint32(e[4:8]), Seq: binary.LittleEndian.Uint64(e[8:16])}
-				sum.Start.add(g)
-				sum.End.add(g)
+				sum.Start.Add(g)
+				sum.End.Add(g)
 			}
 		case binlogGTIDEvent:
 			if len(body) < 12 {
 				return sum, fmt.Errorf("GTID event at offset %d is %d bytes", offset, len(body))
 			}
-			sum.End.add(GTID{Domain: binary.LittleEndian.Uint32(body[8:12]), Server: serverID, Seq: binary.LittleEndian.Uint64(body[0:8])})
+			sum.End.Add(GTID{Domain: binary.LittleEndian.Uint32(body[8:12]), Server: serverID, Seq: binary.LittleEndian.Uint64(body[0:8])})
 			sum.Transactions++
 			if sum.FirstTime.IsZero() {
 				sum.FirstTime = when

@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// Flavor holds what differs between MariaDB and MySQL. Only MariaDB exists yet.
+// Flavor holds what differs between MariaDB and MySQL: the statements, how a server's
+// state reads, and the server settings replicant needs.
 type Flavor interface {
 	Name() string
 	ReadState(ctx context.Context, db *sql.DB) (State, error)
@@ -22,6 +23,28 @@ type Flavor interface {
 	ResetReplicaSQL() string
 	WaitForGTID(ctx context.Context, db *sql.DB, pos GTIDSet, timeout time.Duration) error
 	UserSQL(u User) []Statement
+	// SetReplicaPos makes pos the position replication starts from.
+	SetReplicaPos(ctx context.Context, db *sql.DB, pos GTIDSet) error
+	// ConfigSettings are the flavor's [mysqld] settings for binlog with replica updates
+	// in ROW format, strict GTIDs, read_only at start, no replication before the
+	// controller says where from, a quick give-up on a vanished source, and (semiSync)
+	// lossless semi-sync on the replica side with the master side off (the controller
+	// switches it on on the server it elects, so a lone master never waits for acks).
+	ConfigSettings(semiSync bool) []Setting
+}
+
+// Setting is one [mysqld] option.
+type Setting struct{ Name, Value string }
+
+// FlavorNamed is the flavor of a replicant.dev/flavor value.
+func FlavorNamed(name string) (Flavor, error) {
+	switch name {
+	case "mariadb":
+		return MariaDB{}, nil
+	case "mysql":
+		return MySQL{}, nil
+	}
+	return nil, fmt.Errorf("flavor %q: allowed: mariadb, mysql", name)
 }
 
 // State is one server as the controller sees it.
@@ -170,6 +193,50 @@ func (MariaDB) SemiSyncMasterSQL(on bool) string {
 	return "SET GLOBAL rpl_semi_sync_master_enabled = OFF"
 }
 func (MariaDB) ResetReplicaSQL() string { return "RESET SLAVE ALL" }
+
+// SetReplicaPos sets @@gtid_slave_pos (one GTID per domain); replication must be
+// stopped.
+func (MariaDB) SetReplicaPos(ctx context.Context, db *sql.DB, pos GTIDSet) error {
+	_, err := db.ExecContext(ctx, "SET GLOBAL gtid_slave_pos = ?", pos.Position().String())
+	return err
+}
+
+// ConfigSettings are MariaDB's [mysqld] settings for what Flavor.ConfigSettings
+// promises.
+func (MariaDB) ConfigSettings(semiSync bool) []Setting {
+	settings := []Setting{
+		{"log_slave_updates", "ON"},
+		{"binlog_format", "ROW"},
+		{"gtid_strict_mode", "ON"},
+		{"read_only", "ON"},
+		{"skip_slave_start", "ON"},
+		// A replica whose master's node vanished (no RST, an address nobody answers)
+		// must give up on it in seconds, not the default 60: STOP SLAVE waits for the
+		// IO thread, and a promotion starts with one. Heartbeats come every second
+		// (CHANGE MASTER), so a live master never trips it. Found by the e2e suite (a
+		// lost node).
+		{"slave_net_timeout", "4"},
+	}
+	if !semiSync {
+		return append(settings, Setting{"rpl_semi_sync_slave_enabled", "OFF"}, Setting{"rpl_semi_sync_master_enabled", "OFF"})
+	}
+	return append(settings,
+		Setting{"rpl_semi_sync_slave_enabled", "ON"},
+		// STOP SLAVE connects to the master to end its dump thread; to a vanished
+		// master that connection only times out (5 s by default).
+		Setting{"rpl_semi_sync_slave_kill_conn_timeout", "1"},
+		Setting{"rpl_semi_sync_master_enabled", "OFF"},
+		Setting{"rpl_semi_sync_master_wait_point", "AFTER_SYNC"},
+		// Never fall back to async: a master cut off from its replicas would go on
+		// acknowledging writes that a failover then drops. Its commits wait instead,
+		// until a replica acknowledges them or the sidecar fences the server (its
+		// write lease ran out) and kills the waiting sessions: they get an error,
+		// never success. The controller switches the master side on only where a
+		// replica can acknowledge (docs/failover.md).
+		Setting{"rpl_semi_sync_master_timeout", "4294967295"},
+		Setting{"rpl_semi_sync_master_wait_no_slave", "ON"},
+	)
+}
 
 func (MariaDB) WaitForGTID(ctx context.Context, db *sql.DB, pos GTIDSet, timeout time.Duration) error {
 	var result sql.NullInt64

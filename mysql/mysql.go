@@ -1,6 +1,6 @@
 // Package mysql is the one place in replicant that speaks SQL to a server. A Server
-// wraps a connection pool to one mariadbd (MySQL 8 later, behind the same Flavor
-// interface) with tight timeouts, and offers what the sidecar and the controller need:
+// wraps a connection pool to one mariadbd or mysqld (the differences behind the
+// Flavor interface: mariadb.go, flavor_mysql.go) with tight timeouts, and offers what the sidecar and the controller need:
 // read a server's state, switch read_only, point a replica at a source by GTID,
 // start/stop/reset replication, wait for a GTID position, create replicant's users,
 // and a heartbeat for lag. GTIDSet (gtid.go) compares what servers hold.
@@ -209,7 +209,9 @@ func (s *Server) StopReplica(ctx context.Context) error {
 // SetReplicaPos sets the GTID position replication starts from (@@gtid_slave_pos),
 // e.g. the position a clone ends at. Replication must be stopped.
 func (s *Server) SetReplicaPos(ctx context.Context, pos GTIDSet) error {
-	return s.exec(ctx, "set replica position "+pos.Position().String(), "SET GLOBAL gtid_slave_pos = ?", pos.Position().String())
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	defer cancel()
+	return s.wrap("set replica position "+pos.Position().String(), s.flavor.SetReplicaPos(ctx, s.db, pos))
 }
 
 // ResetReplica stops replication and forgets every replica setting (source, relay

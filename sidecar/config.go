@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/replicant-dev/replicant/mysql"
 )
 
 // FragmentName is replicant's file in the server's conf.d. It sorts last among the
@@ -62,8 +64,12 @@ func (c ServerConfig) Fragment() (string, error) {
 	if serverID > 4294967295 {
 		return "", fmt.Errorf("server_id %d (offset %d + ordinal %d) is above 4294967295", serverID, c.ServerIDOffset, ordinal)
 	}
-	if c.Flavor != "mariadb" {
-		return "", fmt.Errorf("flavor %q: only mariadb is supported by this release", c.Flavor)
+	flavor, err := mysql.FlavorNamed(c.Flavor)
+	if err != nil {
+		return "", err
+	}
+	if c.Durability != "semi-sync" && c.Durability != "async" {
+		return "", fmt.Errorf("durability %q: allowed: semi-sync, async", c.Durability)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by `replicant sidecar config` for pod %s at every start; do not edit.\n", c.PodName)
@@ -76,41 +82,12 @@ func (c ServerConfig) Fragment() (string, error) {
 	set("log_bin_index", "mysql-bin.index")
 	set("relay_log", "mysql-relay-bin")
 	set("relay_log_index", "mysql-relay-bin.index")
-	set("log_slave_updates", "ON")
-	set("binlog_format", "ROW")
-	set("gtid_strict_mode", "ON")
-	set("read_only", "ON")
-	set("skip_slave_start", "ON")
 	// Crash safety: a transaction acknowledged to a client is in the binlog on disk.
 	set("sync_binlog", "1")
 	set("innodb_flush_log_at_trx_commit", "1")
 	set("relay_log_recovery", "ON")
-	// A replica whose master's node vanished (no RST, an address nobody answers) must
-	// give up on it in seconds, not the default 60: STOP SLAVE waits for the IO thread,
-	// and a promotion starts with one. Heartbeats come every second (CHANGE MASTER),
-	// so a live master never trips it. Found by the e2e suite (a lost node).
-	set("slave_net_timeout", "4")
-	switch c.Durability {
-	case "semi-sync":
-		set("rpl_semi_sync_slave_enabled", "ON")
-		// STOP SLAVE connects to the master to end its dump thread; to a vanished
-		// master that connection only times out (5 s by default).
-		set("rpl_semi_sync_slave_kill_conn_timeout", "1")
-		set("rpl_semi_sync_master_enabled", "OFF")
-		set("rpl_semi_sync_master_wait_point", "AFTER_SYNC")
-		// Never fall back to async: a master cut off from its replicas would go on
-		// acknowledging writes that a failover then drops. Its commits wait instead,
-		// until a replica acknowledges them or the sidecar fences the server (its
-		// write lease ran out) and kills the waiting sessions: they get an error,
-		// never success. The controller switches the master side on only where a
-		// replica can acknowledge (docs/failover.md).
-		set("rpl_semi_sync_master_timeout", "4294967295")
-		set("rpl_semi_sync_master_wait_no_slave", "ON")
-	case "async":
-		set("rpl_semi_sync_slave_enabled", "OFF")
-		set("rpl_semi_sync_master_enabled", "OFF")
-	default:
-		return "", fmt.Errorf("durability %q: allowed: semi-sync, async", c.Durability)
+	for _, s := range flavor.ConfigSettings(c.Durability == "semi-sync") {
+		set(s.Name, s.Value)
 	}
 	return b.String(), nil
 }

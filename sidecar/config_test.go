@@ -40,8 +40,26 @@ func TestFragment(t *testing.T) {
 	if got, _ := c.Fragment(); !strings.Contains(got, "rpl_semi_sync_slave_enabled = OFF") {
 		t.Errorf("async fragment enables semi-sync:\n%s", got)
 	}
+	c.Flavor, c.Durability = "mysql", "semi-sync"
+	got, err = c.Fragment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"server_id = 102", "log_bin = mysql-bin", "log_replica_updates = ON", "gtid_mode = ON",
+		"enforce_gtid_consistency = ON", "read_only = ON", "super_read_only = ON", "skip_replica_start = ON", "sync_binlog = 1",
+		"replica_net_timeout = 4", "plugin_load_add = mysql_clone.so", "plugin_load_add = semisync_source.so",
+		"plugin_load_add = semisync_replica.so", "rpl_semi_sync_replica_enabled = ON", "rpl_semi_sync_source_enabled = OFF",
+		"rpl_semi_sync_source_wait_point = AFTER_SYNC", "rpl_semi_sync_source_timeout = 4294967295",
+		"rpl_semi_sync_source_wait_no_replica = ON"} {
+		if !strings.Contains(got, "\n"+line+"\n") {
+			t.Errorf("MySQL fragment lacks %q:\n%s", line, got)
+		}
+	}
+	if strings.Contains(got, "slave") || strings.Contains(got, "gtid_strict_mode") {
+		t.Errorf("MySQL fragment has MariaDB settings:\n%s", got)
+	}
 	for name, bad := range map[string]ServerConfig{
-		"flavor":     {PodName: "db-0", Flavor: "mysql", ServerIDOffset: 1, Durability: "async"},
+		"flavor":     {PodName: "db-0", Flavor: "percona", ServerIDOffset: 1, Durability: "async"},
 		"durability": {PodName: "db-0", Flavor: "mariadb", ServerIDOffset: 1, Durability: "sync"},
 		"offset":     {PodName: "db-0", Flavor: "mariadb", ServerIDOffset: 0, Durability: "async"},
 		"overflow":   {PodName: "db-5", Flavor: "mariadb", ServerIDOffset: 4294967292, Durability: "async"},

@@ -1,8 +1,11 @@
-// Package mariadb starts real mariadbd processes (Debian's mariadb-server) for tests,
-// each on its own loopback address and port 3306 like a pod, with a throw-away datadir
-// and the my.cnf fragment replicant's own `sidecar config` writes. Tests can stop,
-// kill (SIGKILL) and restart a server; everything stops and is removed when the test
-// ends, whatever its outcome.
+// Package mariadb starts real database servers for tests: mariadbd (Debian's
+// mariadb-server) or, with Options.Flavor "mysql", mysqld from the MySQL root
+// filesystem the Makefile builds (Debian sid's mysql-server-core, run through that
+// filesystem's own dynamic loader, so paths stay the host's). Each server gets its own
+// loopback address and port 3306 like a pod, a throw-away datadir and the my.cnf
+// fragment replicant's own `sidecar config` writes. Tests can stop, kill (SIGKILL) and
+// restart a server; everything stops and is removed when the test ends, whatever its
+// outcome.
 package mariadb
 
 import (
@@ -14,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +51,8 @@ type Server struct {
 
 // Options of Start.
 type Options struct {
+	// Flavor is mariadb (the default) or mysql.
+	Flavor     string
 	Durability string // default semi-sync
 	// Cluster is the StatefulSet-like name: servers are <Cluster>-0, -1, ...
 	Cluster string
@@ -57,40 +63,85 @@ type Options struct {
 	ReportHostIsAddress bool
 }
 
+// Flavors lists the flavors every flavor-dependent test runs on.
+var Flavors = []string{"mariadb", "mysql"}
+
+// templates holds one initialised datadir per flavor and test process; servers start
+// from copies of it (initialising takes seconds, a copy milliseconds).
 var (
-	templateOnce sync.Once
-	templateRoot string // removed by Main
-	templateDir  string // the initialised datadir inside it
-	templateErr  error
+	templatesMu sync.Mutex
+	templates   = map[string]*template{}
 )
 
-// template initialises one datadir per test process; servers start from copies of it
-// (mariadb-install-db takes seconds, a copy milliseconds).
-func template() (string, error) {
-	templateOnce.Do(func() {
+type template struct {
+	once sync.Once
+	root string // removed by Main
+	dir  string // the initialised datadir inside it
+	err  error
+}
+
+func templateFor(flavor string) (string, error) {
+	templatesMu.Lock()
+	tpl := templates[flavor]
+	if tpl == nil {
+		tpl = &template{}
+		templates[flavor] = tpl
+	}
+	templatesMu.Unlock()
+	tpl.once.Do(func() {
 		dir, err := os.MkdirTemp("", "replicant-template-")
 		if err != nil {
-			templateErr = err
+			tpl.err = err
 			return
 		}
-		templateRoot = dir // removed by Main, also when the bootstrap fails
+		tpl.root = dir // removed by Main, also when the bootstrap fails
 		// A private tmpdir: test packages run in parallel, and a shared /tmp let one
 		// bootstrap trip over another's temporary tables.
 		tmp := filepath.Join(dir, "tmp")
 		datadir := filepath.Join(dir, "data")
 		if err := os.Mkdir(tmp, 0o700); err != nil {
-			templateErr = err
+			tpl.err = err
 			return
 		}
-		out, err := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+datadir, "--user="+currentUser(),
-			"--auth-root-authentication-method=socket", "--skip-test-db", "--tmpdir="+tmp).CombinedOutput()
-		if err != nil {
-			templateErr = fmt.Errorf("mariadb-install-db (is mariadb-server installed? `make deps`): %v\n%s", err, out)
+		var cmd *exec.Cmd
+		if flavor == "mysql" {
+			cmd = mysqldCommand("--no-defaults", "--initialize-insecure", "--datadir="+datadir, "--user="+currentUser(),
+				"--tmpdir="+tmp, "--secure-file-priv="+tmp, "--log-error="+filepath.Join(dir, "initialize.log"))
+		} else {
+			cmd = exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+datadir, "--user="+currentUser(),
+				"--auth-root-authentication-method=socket", "--skip-test-db", "--tmpdir="+tmp)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			log, _ := os.ReadFile(filepath.Join(dir, "initialize.log"))
+			tpl.err = fmt.Errorf("initialise a %s datadir (`make deps mysql-rootfs`): %v\n%s%s", flavor, err, out, log)
 			return
 		}
-		templateDir = datadir
+		// A copy must not keep the template's server UUID: MySQL replicas refuse a
+		// source with their own. Each server makes its own at its first start.
+		_ = os.Remove(filepath.Join(datadir, "auto.cnf"))
+		tpl.dir = datadir
 	})
-	return templateDir, templateErr
+	return tpl.dir, tpl.err
+}
+
+// MySQLRoot is the MySQL root filesystem: $REPLICANT_MYSQL_ROOTFS, else bin/mysql-rootfs
+// of this checkout (a link the Makefile's mysql-rootfs target makes into its cache).
+func MySQLRoot() string {
+	if dir := os.Getenv("REPLICANT_MYSQL_ROOTFS"); dir != "" {
+		return dir
+	}
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "bin", "mysql-rootfs")
+}
+
+// mysqldCommand runs the root filesystem's mysqld with its own dynamic loader and
+// libraries: sid's mysqld needs a newer C library than the host's, and a chroot
+// would hide the host's paths (datadirs, sockets) from it.
+func mysqldCommand(args ...string) *exec.Cmd {
+	root := MySQLRoot()
+	libs := filepath.Join(root, "usr", "lib", "x86_64-linux-gnu")
+	base := []string{"--library-path", libs, filepath.Join(root, "usr", "sbin", "mysqld")}
+	return exec.Command(filepath.Join(libs, "ld-linux-x86-64.so.2"), append(base, args...)...)
 }
 
 func currentUser() string {
@@ -106,12 +157,24 @@ func currentUser() string {
 // Start starts n servers in parallel and waits until each accepts connections.
 func Start(t testing.TB, n int, opts Options) []*Server {
 	t.Helper()
-	if _, err := exec.LookPath("mariadbd"); err != nil {
-		if _, err2 := os.Stat("/usr/sbin/mariadbd"); err2 != nil {
-			t.Fatalf("mariadbd not found: run `make deps` (Debian mariadb-server)")
-		}
+	if opts.Flavor == "" {
+		opts.Flavor = "mariadb"
 	}
-	tpl, err := template()
+	switch opts.Flavor {
+	case "mariadb":
+		if _, err := exec.LookPath("mariadbd"); err != nil {
+			if _, err2 := os.Stat("/usr/sbin/mariadbd"); err2 != nil {
+				t.Fatalf("mariadbd not found: run `make deps` (Debian mariadb-server)")
+			}
+		}
+	case "mysql":
+		if _, err := os.Stat(filepath.Join(MySQLRoot(), "usr", "sbin", "mysqld")); err != nil {
+			t.Fatalf("mysqld not found in %s: run `make mysql-rootfs` (or set REPLICANT_MYSQL_ROOTFS)", MySQLRoot())
+		}
+	default:
+		t.Fatalf("flavor %q: want mariadb or mysql", opts.Flavor)
+	}
+	tpl, err := templateFor(opts.Flavor)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +196,7 @@ func Start(t testing.TB, n int, opts Options) []*Server {
 			t: t, Name: fmt.Sprintf("%s-%d", opts.Cluster, i), Host: hosts[i], Port: 3306, Dir: dir,
 			Datadir: filepath.Join(dir, "data"),
 			Config: sidecar.ServerConfig{PodName: fmt.Sprintf("%s-%d", opts.Cluster, i), Namespace: "default",
-				Service: "mysql", Flavor: "mariadb", ServerIDOffset: 100, Durability: opts.Durability},
+				Service: "mysql", Flavor: opts.Flavor, ServerIDOffset: 100, Durability: opts.Durability},
 		}
 		if out, err := exec.Command("cp", "-a", tpl, s.Datadir).CombinedOutput(); err != nil {
 			t.Fatalf("copy template datadir: %v %s", err, out)
@@ -202,6 +265,15 @@ func (s *Server) writeConfig(extra string) error {
 	if _, err := sidecar.WriteConfig(s.Config, confd, "", ""); err != nil {
 		return err
 	}
+	flavorBase := "innodb_log_file_size = 48M\nperformance_schema = OFF\n"
+	if s.Config.Flavor == "mysql" {
+		// What the image provides (paths inside the root filesystem), no X protocol
+		// (its port would clash between servers on one host), a small redo log.
+		root := MySQLRoot()
+		flavorBase = fmt.Sprintf("basedir = %s\nplugin_dir = %s\nlc_messages_dir = %s\ncharacter_sets_dir = %s\nsecure_file_priv = %s\nmysqlx = OFF\ninnodb_redo_log_capacity = 64M\n",
+			filepath.Join(root, "usr"), filepath.Join(root, "usr", "lib", "mysql", "plugin"), filepath.Join(root, "usr", "share", "mysql"),
+			filepath.Join(root, "usr", "share", "mysql", "charsets"), tmp)
+	}
 	base := fmt.Sprintf(`[mysqld]
 user = %s
 datadir = %s
@@ -213,12 +285,10 @@ port = %d
 skip-name-resolve = ON
 tmpdir = %s
 innodb_buffer_pool_size = 32M
-innodb_log_file_size = 48M
 max_connections = 100
-performance_schema = OFF
-%s
+%s%s
 !includedir %s
-`, currentUser(), s.Datadir, s.Socket(), filepath.Join(s.Dir, "mysqld.pid"), s.LogPath(), s.Host, s.Port, tmp, extra, confd)
+`, currentUser(), s.Datadir, s.Socket(), filepath.Join(s.Dir, "mysqld.pid"), s.LogPath(), s.Host, s.Port, tmp, flavorBase, extra, confd)
 	return os.WriteFile(s.ConfigPath(), []byte(base), 0o644)
 }
 
@@ -240,11 +310,16 @@ func (s *Server) start() error {
 	if s.cmd != nil {
 		return fmt.Errorf("%s already running", s.Name)
 	}
-	bin := "mariadbd"
-	if _, err := exec.LookPath(bin); err != nil {
-		bin = "/usr/sbin/mariadbd"
+	var cmd *exec.Cmd
+	if s.Config.Flavor == "mysql" {
+		cmd = mysqldCommand("--defaults-file=" + s.ConfigPath())
+	} else {
+		bin := "mariadbd"
+		if _, err := exec.LookPath(bin); err != nil {
+			bin = "/usr/sbin/mariadbd"
+		}
+		cmd = exec.Command(bin, "--defaults-file="+s.ConfigPath())
 	}
-	cmd := exec.Command(bin, "--defaults-file="+s.ConfigPath())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.Name, err)
@@ -294,19 +369,27 @@ func (s *Server) socketDSN() string {
 	return cfg.FormatDSN()
 }
 
-// bootstrapUsers creates root@'%' with a password, as the official image does with
-// MARIADB_ROOT_PASSWORD, over the socket (root@localhost authenticates by unix_socket).
+// bootstrapUsers creates root@'%' with a password, as the official images do with
+// MARIADB_ROOT_PASSWORD / MYSQL_ROOT_PASSWORD, over the socket (root@localhost
+// authenticates by unix_socket on MariaDB, has no password on MySQL).
 func (s *Server) bootstrapUsers() error {
 	db, err := sql.Open("mysql", s.socketDSN())
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	for _, stmt := range []string{
+	db.SetMaxOpenConns(1) // one session: sql_log_bin holds for every statement
+	stmts := []string{
 		"SET SESSION sql_log_bin = 0", // provisioning is not replicated: every server does it
 		"CREATE USER IF NOT EXISTS 'root'@'%' IDENTIFIED BY '" + RootPassword + "'",
 		"GRANT ALL PRIVILEGES ON *.* TO 'root'@'%' WITH GRANT OPTION",
-	} {
+	}
+	if s.Config.Flavor == "mysql" {
+		// super_read_only (replicant's fragment) holds off even root; the image's
+		// entrypoint provisions before that fragment applies.
+		stmts = append(append([]string{"SET GLOBAL super_read_only = OFF"}, stmts...), "SET GLOBAL super_read_only = ON")
+	}
+	for _, stmt := range stmts {
 		if _, err := db.Exec(stmt); err != nil {
 			return fmt.Errorf("%s: bootstrap users: %w", s.Name, err)
 		}
@@ -413,8 +496,12 @@ func (s *Server) tailLog() string {
 // from TestMain: func TestMain(m *testing.M) { os.Exit(mariadb.Main(m)) }.
 func Main(m *testing.M) int {
 	code := m.Run()
-	if templateRoot != "" {
-		os.RemoveAll(templateRoot)
+	templatesMu.Lock()
+	defer templatesMu.Unlock()
+	for _, tpl := range templates {
+		if tpl.root != "" {
+			os.RemoveAll(tpl.root)
+		}
 	}
 	return code
 }

@@ -1,0 +1,203 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// MySQL is the MySQL flavor: 8.4 and 9.7 LTS (tested with 9.7; the statements need
+// 8.0.23 at least: CHANGE REPLICATION SOURCE TO, SHOW REPLICA STATUS, and the
+// rpl_semi_sync_source/replica plugins of 8.0.26).
+//
+// What differs from MariaDB: super_read_only is the fence (read_only alone lets
+// CONNECTION_ADMIN accounts write); a server's GTIDs are UUID interval sets
+// (@@gtid_executed, which names purged transactions too, so it is the whole history
+// and its own position); replicas find their position by SOURCE_AUTO_POSITION; the
+// semi-sync settings are plugins' variables, named source/replica.
+type MySQL struct{}
+
+func (MySQL) Name() string { return "mysql" }
+
+func (MySQL) ReadState(ctx context.Context, db *sql.DB) (State, error) {
+	var st State
+	var reportHost sql.NullString
+	var executed string
+	err := db.QueryRowContext(ctx, `SELECT @@version, @@server_id, @@read_only, @@log_bin, @@binlog_format,
+		@@log_replica_updates, @@report_host, @@gtid_executed`).Scan(
+		&st.Version, &st.ServerID, &st.ReadOnly, &st.LogBin, &st.BinlogFormat, &st.LogReplicaUpdates, &reportHost, &executed)
+	if err != nil {
+		return st, fmt.Errorf("read variables: %w", err)
+	}
+	st.ReportHost = reportHost.String
+	if st.BinlogState, err = ParseGTIDSet(executed); err != nil {
+		return st, err
+	}
+	// gtid_executed is what it wrote and applied alike.
+	st.CurrentPos, st.ReplicaPos = st.BinlogState, st.BinlogState
+
+	// The semi-sync variables exist only while their plugins are loaded: a server
+	// without them simply has semi-sync off.
+	vars, err := queryStatus(ctx, db, "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('rpl_semi_sync_source_enabled', 'rpl_semi_sync_replica_enabled')")
+	if err != nil {
+		return st, fmt.Errorf("read semi-sync settings: %w", err)
+	}
+	st.SemiSync.MasterEnabled = vars["rpl_semi_sync_source_enabled"] == "ON"
+	st.SemiSync.ReplicaEnabled = vars["rpl_semi_sync_replica_enabled"] == "ON"
+	status, err := queryStatus(ctx, db, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_source_status', 'Rpl_semi_sync_source_clients', 'Rpl_semi_sync_replica_status')")
+	if err != nil {
+		return st, fmt.Errorf("read semi-sync status: %w", err)
+	}
+	st.SemiSync.MasterActive = status["Rpl_semi_sync_source_status"] == "ON"
+	st.SemiSync.MasterClients, _ = strconv.Atoi(status["Rpl_semi_sync_source_clients"])
+	st.SemiSync.ReplicaActive = status["Rpl_semi_sync_replica_status"] == "ON"
+
+	rows, err := queryRows(ctx, db, "SHOW REPLICA STATUS")
+	if err != nil {
+		return st, fmt.Errorf("read replica status: %w", err)
+	}
+	if len(rows) > 0 {
+		r := rows[0]
+		rs := &ReplicaStatus{
+			SourceHost: r["Source_Host"], IORunning: r["Replica_IO_Running"], SQLRunning: r["Replica_SQL_Running"] == "Yes",
+			LastIOError: r["Last_IO_Error"], LastSQLError: r["Last_SQL_Error"], UsingGTID: "No",
+		}
+		if r["Auto_Position"] == "1" {
+			rs.UsingGTID = "Auto_Position"
+		}
+		rs.SourcePort, _ = strconv.Atoi(r["Source_Port"])
+		id, _ := strconv.ParseUint(r["Source_Server_Id"], 10, 32)
+		rs.SourceServerID = uint32(id)
+		rs.LastIOErrno, _ = strconv.Atoi(r["Last_IO_Errno"])
+		rs.LastSQLErrno, _ = strconv.Atoi(r["Last_SQL_Errno"])
+		if v, err := strconv.ParseInt(r["Seconds_Behind_Source"], 10, 64); err == nil {
+			rs.SecondsBehind = &v
+		}
+		// Retrieved_Gtid_Set is what the IO thread received since the relay log began;
+		// with what it executed, that is everything it has.
+		if rs.ReceivedPos, err = ParseGTIDSet(r["Retrieved_Gtid_Set"]); err != nil {
+			return st, err
+		}
+		rs.ReceivedPos = rs.ReceivedPos.Union(st.BinlogState)
+		st.Replica = rs
+	}
+	return st, nil
+}
+
+// SetReadOnlySQL fences with super_read_only (which sets read_only too) and opens by
+// clearing both (clearing read_only clears super_read_only).
+func (MySQL) SetReadOnlySQL(readOnly bool) string {
+	if readOnly {
+		return "SET GLOBAL super_read_only = ON"
+	}
+	return "SET GLOBAL read_only = OFF"
+}
+
+// ChangeSourceSQL replicates by GTID auto-position; the 1 s heartbeat and retry let a
+// replica notice a lost source and come back quickly. GET_SOURCE_PUBLIC_KEY lets the
+// replication account's caching_sha2_password log in without TLS.
+func (MySQL) ChangeSourceSQL(src Source) (string, []any) {
+	return "CHANGE REPLICATION SOURCE TO SOURCE_HOST = ?, SOURCE_PORT = ?, SOURCE_USER = ?, SOURCE_PASSWORD = ?, " +
+			"SOURCE_AUTO_POSITION = 1, SOURCE_CONNECT_RETRY = 1, SOURCE_HEARTBEAT_PERIOD = 1, GET_SOURCE_PUBLIC_KEY = 1",
+		[]any{src.Host, src.Port, src.User, src.Password}
+}
+
+func (MySQL) StartReplicaSQL() string  { return "START REPLICA" }
+func (MySQL) StopReplicaSQL() string   { return "STOP REPLICA" }
+func (MySQL) StopReplicaIOSQL() string { return "STOP REPLICA IO_THREAD" }
+
+func (MySQL) SemiSyncMasterSQL(on bool) string {
+	if on {
+		return "SET GLOBAL rpl_semi_sync_source_enabled = ON"
+	}
+	return "SET GLOBAL rpl_semi_sync_source_enabled = OFF"
+}
+
+func (MySQL) ResetReplicaSQL() string { return "RESET REPLICA ALL" }
+
+// SetReplicaPos does nothing on MySQL: auto-position starts from @@gtid_executed,
+// which already is everything the server holds.
+func (MySQL) SetReplicaPos(context.Context, *sql.DB, GTIDSet) error { return nil }
+
+func (MySQL) WaitForGTID(ctx context.Context, db *sql.DB, pos GTIDSet, timeout time.Duration) error {
+	var result sql.NullInt64
+	err := db.QueryRowContext(ctx, "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)", pos.String(), timeout.Seconds()).Scan(&result)
+	switch {
+	case err != nil:
+		return err
+	case !result.Valid:
+		return fmt.Errorf("WAIT_FOR_EXECUTED_GTID_SET returned NULL (bad set?)")
+	case result.Int64 == 1:
+		return ErrWaitTimeout
+	}
+	return nil
+}
+
+// UserSQL grants each role what it needs and nothing more (MySQL 8.4 dynamic
+// privileges). Accounts use caching_sha2_password, the default.
+func (MySQL) UserSQL(u User) []Statement {
+	var grants []string
+	switch u.Role {
+	case RoleReplication:
+		// Replicas connect with it; a clone's recipient logs in to its donor with it
+		// (BACKUP_ADMIN on the donor).
+		grants = []string{"GRANT REPLICATION SLAVE, BACKUP_ADMIN ON *.* TO ?@'%'"}
+	case RoleBackup:
+		// A clone to a local directory (BACKUP_ADMIN), see running queries (PROCESS),
+		// read the binlog position and list binlogs (REPLICATION CLIENT), flush them
+		// (RELOAD), read the clone's progress (performance_schema).
+		grants = []string{
+			"GRANT BACKUP_ADMIN, RELOAD, PROCESS, REPLICATION CLIENT ON *.* TO ?@'%'",
+			"GRANT SELECT ON performance_schema.* TO ?@'%'",
+		}
+	case RoleAdmin:
+		// Fence and open writes and switch semi-sync (SYSTEM_VARIABLES_ADMIN), run
+		// replication (REPLICATION_SLAVE_ADMIN, REPLICATION CLIENT; RESET REPLICA ALL
+		// and FLUSH BINARY LOGS need RELOAD), purge binlogs (BINLOG_ADMIN), end
+		// clients' sessions on fencing (CONNECTION_ADMIN, PROCESS), and its own
+		// heartbeat schema.
+		grants = []string{
+			"GRANT SYSTEM_VARIABLES_ADMIN, REPLICATION_SLAVE_ADMIN, REPLICATION CLIENT, RELOAD, BINLOG_ADMIN, CONNECTION_ADMIN, PROCESS ON *.* TO ?@'%'",
+			"GRANT ALL PRIVILEGES ON `" + HeartbeatSchema + "`.* TO ?@'%'",
+		}
+	}
+	stmts := []Statement{
+		{"CREATE USER IF NOT EXISTS ?@'%' IDENTIFIED BY ?", []any{u.Name, u.Password}},
+		{"ALTER USER ?@'%' IDENTIFIED BY ?", []any{u.Name, u.Password}},
+	}
+	for _, g := range grants {
+		stmts = append(stmts, Statement{g, []any{u.Name}})
+	}
+	return stmts
+}
+
+// ConfigSettings are MySQL's [mysqld] settings for what Flavor.ConfigSettings
+// promises.
+func (MySQL) ConfigSettings(semiSync bool) []Setting {
+	settings := []Setting{
+		{"log_replica_updates", "ON"},
+		{"gtid_mode", "ON"},
+		{"enforce_gtid_consistency", "ON"},
+		{"read_only", "ON"},
+		{"super_read_only", "ON"},
+		{"skip_replica_start", "ON"},
+		{"replica_net_timeout", "4"},
+		// The clone plugin: a new server copies its datadir from a running one.
+		{"plugin_load_add", "mysql_clone.so"},
+	}
+	if !semiSync {
+		return settings
+	}
+	return append(settings,
+		Setting{"plugin_load_add", "semisync_source.so"},
+		Setting{"plugin_load_add", "semisync_replica.so"},
+		Setting{"rpl_semi_sync_replica_enabled", "ON"},
+		Setting{"rpl_semi_sync_source_enabled", "OFF"},
+		Setting{"rpl_semi_sync_source_wait_point", "AFTER_SYNC"},
+		// Never fall back to async (see MariaDB's ConfigSettings).
+		Setting{"rpl_semi_sync_source_timeout", "4294967295"},
+		Setting{"rpl_semi_sync_source_wait_no_replica", "ON"},
+	)
+}
