@@ -11,6 +11,7 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 
+	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/mysql"
 	"github.com/replicant-dev/replicant/test/managed"
 	"github.com/replicant-dev/replicant/test/mariadb"
@@ -189,9 +190,16 @@ func (c *writableChecker) finish() { close(c.stop); <-c.done }
 // TestMasterKilledUnderWriteLoad: SIGKILL the master while a writer writes; the
 // controller fails over to a replica, every acknowledged write is on the new master,
 // at no instant are two servers writable, and the old master comes back as a replica
-// (or, when it holds a transaction nobody acknowledged, is quarantined).
+// (or, when it holds a transaction nobody acknowledged, is quarantined). On both
+// flavors.
 func TestMasterKilledUnderWriteLoad(t *testing.T) {
-	cl := managed.Start(t, 3)
+	for _, flavor := range mariadb.Flavors {
+		t.Run(flavor, func(t *testing.T) { testMasterKilledUnderWriteLoad(t, flavor) })
+	}
+}
+
+func testMasterKilledUnderWriteLoad(t *testing.T, flavor string) {
+	cl := managed.StartWith(t, 3, managed.Options{Flavor: flavor, Addressing: failover.SourcePodIP})
 	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
 	createApp(cl)
 	checker := startChecker(cl)

@@ -173,6 +173,27 @@ func (MySQL) UserSQL(u User) []Statement {
 	return stmts
 }
 
+// OpenForProvisioning lifts super_read_only while replicant's users are created
+// (read_only stays on, so applications remain fenced: only accounts with
+// CONNECTION_ADMIN, root, could write meanwhile) and restore sets it again. A server
+// without super_read_only is left as it is.
+func (MySQL) OpenForProvisioning(ctx context.Context, c *sql.Conn) (func(context.Context) error, error) {
+	var fenced bool
+	if err := c.QueryRowContext(ctx, "SELECT @@global.super_read_only").Scan(&fenced); err != nil {
+		return nil, err
+	}
+	if !fenced {
+		return func(context.Context) error { return nil }, nil
+	}
+	if _, err := c.ExecContext(ctx, "SET GLOBAL super_read_only = OFF"); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		_, err := c.ExecContext(ctx, "SET GLOBAL super_read_only = ON")
+		return err
+	}, nil
+}
+
 // ConfigSettings are MySQL's [mysqld] settings for what Flavor.ConfigSettings
 // promises.
 func (MySQL) ConfigSettings(semiSync bool) []Setting {

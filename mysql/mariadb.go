@@ -23,6 +23,9 @@ type Flavor interface {
 	ResetReplicaSQL() string
 	WaitForGTID(ctx context.Context, db *sql.DB, pos GTIDSet, timeout time.Duration) error
 	UserSQL(u User) []Statement
+	// OpenForProvisioning lets c create replicant's users on a fenced server (the
+	// controller provisions before it opens writes); restore puts the fence back.
+	OpenForProvisioning(ctx context.Context, c *sql.Conn) (restore func(context.Context) error, err error)
 	// SetReplicaPos makes pos the position replication starts from.
 	SetReplicaPos(ctx context.Context, db *sql.DB, pos GTIDSet) error
 	// ConfigSettings are the flavor's [mysqld] settings for binlog with replica updates
@@ -199,6 +202,12 @@ func (MariaDB) ResetReplicaSQL() string { return "RESET SLAVE ALL" }
 func (MariaDB) SetReplicaPos(ctx context.Context, db *sql.DB, pos GTIDSet) error {
 	_, err := db.ExecContext(ctx, "SET GLOBAL gtid_slave_pos = ?", pos.Position().String())
 	return err
+}
+
+// OpenForProvisioning has nothing to do on MariaDB: read_only does not bind an
+// account with READ_ONLY ADMIN (root).
+func (MariaDB) OpenForProvisioning(context.Context, *sql.Conn) (func(context.Context) error, error) {
+	return func(context.Context) error { return nil }, nil
 }
 
 // ConfigSettings are MariaDB's [mysqld] settings for what Flavor.ConfigSettings

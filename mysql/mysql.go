@@ -18,6 +18,7 @@ import (
 	"io"
 	"log"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,8 +40,10 @@ type Config struct {
 type Server struct {
 	addr         string
 	db           *sql.DB
-	flavor       Flavor
 	queryTimeout time.Duration
+
+	flavorMu sync.Mutex
+	flavor   Flavor // nil until detected (Open without a flavor)
 }
 
 // Error is a failed operation on a server. It never holds statement text (which may
@@ -58,12 +61,11 @@ func (e *Error) Unwrap() error { return e.Err }
 // of replicant's logs: every failure reaches the caller as an error.
 var quietDriver sync.Once
 
-// Open prepares a pool to the server (it connects lazily). flavor nil means MariaDB.
+// Open prepares a pool to the server (it connects lazily). With flavor nil the
+// server's own @@version says which it is, read once at the first statement: the
+// controller and the sidecar then speak to whatever runs, MariaDB or MySQL.
 func Open(cfg Config, flavor Flavor) (*Server, error) {
 	quietDriver.Do(func() { _ = mysql.SetLogger(log.New(io.Discard, "", 0)) })
-	if flavor == nil {
-		flavor = MariaDB{}
-	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 2 * time.Second
 	}
@@ -105,8 +107,34 @@ func (s *Server) ForgetSessions() {
 	s.db.SetMaxIdleConns(2)
 }
 
-// Flavor is the server's flavor.
-func (s *Server) Flavor() Flavor { return s.flavor }
+// Flavor is the server's flavor, detected at the first statement when Open had none.
+func (s *Server) Flavor(ctx context.Context) (Flavor, error) {
+	s.flavorMu.Lock()
+	defer s.flavorMu.Unlock()
+	if s.flavor != nil {
+		return s.flavor, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	defer cancel()
+	var version string
+	if err := s.db.QueryRowContext(ctx, "SELECT @@version").Scan(&version); err != nil {
+		return nil, s.wrap("detect flavor", err)
+	}
+	s.flavor = Flavor(MySQL{})
+	if strings.Contains(version, "MariaDB") {
+		s.flavor = MariaDB{}
+	}
+	return s.flavor, nil
+}
+
+// execFlavored runs the statement the server's flavor gives for op.
+func (s *Server) execFlavored(ctx context.Context, op string, statement func(Flavor) string) error {
+	f, err := s.Flavor(ctx)
+	if err != nil {
+		return err
+	}
+	return s.exec(ctx, op, statement(f))
+}
 
 func (s *Server) wrap(op string, err error) error {
 	if err == nil {
@@ -151,7 +179,11 @@ func (s *Server) Ping(ctx context.Context) error {
 func (s *Server) State(ctx context.Context) (State, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
 	defer cancel()
-	st, err := s.flavor.ReadState(ctx, s.db)
+	f, err := s.Flavor(ctx)
+	if err != nil {
+		return State{}, err
+	}
+	st, err := f.ReadState(ctx, s.db)
 	return st, s.wrap("read state", err)
 }
 
@@ -166,7 +198,7 @@ func (s *Server) ReadOnly(ctx context.Context) (bool, error) {
 
 // SetReadOnly switches read_only (on MySQL also super_read_only).
 func (s *Server) SetReadOnly(ctx context.Context, readOnly bool) error {
-	return s.exec(ctx, "set read_only", s.flavor.SetReadOnlySQL(readOnly))
+	return s.execFlavored(ctx, "set read_only", func(f Flavor) string { return f.SetReadOnlySQL(readOnly) })
 }
 
 // Source is where a replica replicates from.
@@ -180,38 +212,46 @@ type Source struct {
 // ChangeSource points the server at src, by GTID (the replica's own position). The
 // replica must be stopped.
 func (s *Server) ChangeSource(ctx context.Context, src Source) error {
-	query, args := s.flavor.ChangeSourceSQL(src)
+	f, err := s.Flavor(ctx)
+	if err != nil {
+		return err
+	}
+	query, args := f.ChangeSourceSQL(src)
 	return s.exec(ctx, "change source to "+src.Host, query, args...)
 }
 
 // StartReplica starts the replication threads.
 func (s *Server) StartReplica(ctx context.Context) error {
-	return s.exec(ctx, "start replica", s.flavor.StartReplicaSQL())
+	return s.execFlavored(ctx, "start replica", Flavor.StartReplicaSQL)
 }
 
 // StopReplicaIO stops receiving from the source; the SQL thread goes on applying
 // what is already in the relay log.
 func (s *Server) StopReplicaIO(ctx context.Context) error {
-	return s.exec(ctx, "stop replica IO thread", s.flavor.StopReplicaIOSQL())
+	return s.execFlavored(ctx, "stop replica IO thread", Flavor.StopReplicaIOSQL)
 }
 
 // SetSemiSyncMaster turns the master side of semi-synchronous replication on or off:
 // on, a commit returns to its client only once a replica has the transaction.
 func (s *Server) SetSemiSyncMaster(ctx context.Context, on bool) error {
-	return s.exec(ctx, "set semi-sync master", s.flavor.SemiSyncMasterSQL(on))
+	return s.execFlavored(ctx, "set semi-sync master", func(f Flavor) string { return f.SemiSyncMasterSQL(on) })
 }
 
 // StopReplica stops the replication threads (a no-op when they are stopped).
 func (s *Server) StopReplica(ctx context.Context) error {
-	return s.exec(ctx, "stop replica", s.flavor.StopReplicaSQL())
+	return s.execFlavored(ctx, "stop replica", Flavor.StopReplicaSQL)
 }
 
 // SetReplicaPos sets the GTID position replication starts from (@@gtid_slave_pos),
 // e.g. the position a clone ends at. Replication must be stopped.
 func (s *Server) SetReplicaPos(ctx context.Context, pos GTIDSet) error {
+	f, err := s.Flavor(ctx)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
 	defer cancel()
-	return s.wrap("set replica position "+pos.Position().String(), s.flavor.SetReplicaPos(ctx, s.db, pos))
+	return s.wrap("set replica position "+pos.Position().String(), f.SetReplicaPos(ctx, s.db, pos))
 }
 
 // ResetReplica stops replication and forgets every replica setting (source, relay
@@ -220,7 +260,7 @@ func (s *Server) ResetReplica(ctx context.Context) error {
 	if err := s.StopReplica(ctx); err != nil {
 		return err
 	}
-	return s.exec(ctx, "reset replica", s.flavor.ResetReplicaSQL())
+	return s.execFlavored(ctx, "reset replica", Flavor.ResetReplicaSQL)
 }
 
 // ErrWaitTimeout is returned by WaitForGTID when the position is not reached in time.
@@ -229,9 +269,13 @@ var ErrWaitTimeout = errors.New("GTID position not reached before the timeout")
 // WaitForGTID waits until the server has applied every transaction of pos (a position:
 // one GTID per domain, or a set, of which the highest of each domain counts).
 func (s *Server) WaitForGTID(ctx context.Context, pos GTIDSet, timeout time.Duration) error {
+	f, err := s.Flavor(ctx)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout+s.queryTimeout)
 	defer cancel()
-	err := s.flavor.WaitForGTID(ctx, s.db, pos, timeout)
+	err = f.WaitForGTID(ctx, s.db, pos, timeout)
 	return s.wrap("wait for GTID "+pos.Position().String(), err)
 }
 
@@ -258,9 +302,26 @@ const (
 // to what their role needs. Run it only on the writable master: the statements are
 // written to the binlog so that every replica gets the same accounts.
 func (s *Server) EnsureUsers(ctx context.Context, users []User) error {
-	return s.conn(ctx, "ensure users", func(ctx context.Context, c *sql.Conn) error {
+	f, err := s.Flavor(ctx)
+	if err != nil {
+		return err
+	}
+	return s.conn(ctx, "ensure users", func(ctx context.Context, c *sql.Conn) (err error) {
+		restore, err := f.OpenForProvisioning(ctx, c)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			// The fence goes back even when a statement failed (a fresh context: ctx
+			// may be what ended).
+			rctx, cancel := context.WithTimeout(context.Background(), s.queryTimeout)
+			defer cancel()
+			if rerr := restore(rctx); rerr != nil && err == nil {
+				err = fmt.Errorf("restore the fence: %w", rerr)
+			}
+		}()
 		for _, u := range users {
-			for _, stmt := range s.flavor.UserSQL(u) {
+			for _, stmt := range f.UserSQL(u) {
 				if _, err := c.ExecContext(ctx, stmt.Query, stmt.Args...); err != nil {
 					return fmt.Errorf("user %s: %w", u.Name, err)
 				}

@@ -75,6 +75,8 @@ func Start(t testing.TB, n int) *Cluster {
 }
 
 type Options struct {
+	// Flavor is the servers' flavor: mariadb (the default) or mysql.
+	Flavor     string
 	Addressing failover.SourceAddressing
 	// podIP, when set, gives the address a pod shows instead of its server's.
 	PodIP func(*mariadb.Server) string
@@ -193,19 +195,24 @@ func StartFleet(t testing.TB, names []string, n int, o Options) []*Cluster {
 // addCluster creates one cluster's servers, sidecars, StatefulSet, Secrets and pods.
 func addCluster(ctx context.Context, t testing.TB, env *controlplane.Env, name string, n int, o Options) *Cluster {
 	c := env.Client
-	servers := mariadb.Start(t, n, mariadb.Options{Cluster: name, ReportHostIsAddress: o.Addressing == failover.SourceReportHost, ExtraConfig: o.ServerConfig})
+	servers := mariadb.Start(t, n, mariadb.Options{Flavor: o.Flavor, Cluster: name, ReportHostIsAddress: o.Addressing == failover.SourceReportHost, ExtraConfig: o.ServerConfig})
 
 	sts := fixture.StatefulSet("default", name)
+	container, image, rootPasswordVar := "mariadb", "mariadb:10.11", "MARIADB_ROOT_PASSWORD"
+	if o.Flavor == "mysql" {
+		container, image, rootPasswordVar = "mysql", "mysql:9.7", "MYSQL_ROOT_PASSWORD"
+		sts.Spec.Template.Spec.Containers[0].Name, sts.Spec.Template.Spec.Containers[0].Image = container, image
+	}
 	sts.Spec.Replicas = func(i int32) *int32 { return &i }(int32(n))
 	// The root password as users usually give it: from a Secret of theirs (the
 	// partition test gives it literally).
-	rootEnv := corev1.EnvVar{Name: "MARIADB_ROOT_PASSWORD", Value: mariadb.RootPassword}
+	rootEnv := corev1.EnvVar{Name: rootPasswordVar, Value: mariadb.RootPassword}
 	if o.Addressing != failover.SourceReportHost {
 		if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-root", Namespace: "default"},
 			StringData: map[string]string{"password": mariadb.RootPassword}}); err != nil {
 			t.Fatal(err)
 		}
-		rootEnv = corev1.EnvVar{Name: "MARIADB_ROOT_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+		rootEnv = corev1.EnvVar{Name: rootPasswordVar, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: name + "-root"}, Key: "password"}}}
 	}
 	sts.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{rootEnv}
@@ -231,7 +238,7 @@ func addCluster(ctx context.Context, t testing.TB, env *controlplane.Env, name s
 			ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: "default",
 				Labels:          map[string]string{"app": name, inject.LabelCluster: name},
 				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(sts, appsv1.SchemeGroupVersion.WithKind("StatefulSet"))}},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "mariadb", Image: "mariadb:10.11"}}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: container, Image: image}}},
 		}
 		if err := c.Create(ctx, pod); err != nil {
 			t.Fatal(err)
