@@ -108,7 +108,10 @@ func (s *Server) ForgetSessions() {
 }
 
 // Flavor is the server's flavor, detected at the first statement when Open had none.
-func (s *Server) Flavor(ctx context.Context) (Flavor, error) {
+func (s *Server) Flavor(ctx context.Context) (Flavor, error) { return s.flavorFor(ctx, "detect flavor") }
+
+// flavorFor is Flavor for operation op: a failure names op, as its own would.
+func (s *Server) flavorFor(ctx context.Context, op string) (Flavor, error) {
 	s.flavorMu.Lock()
 	defer s.flavorMu.Unlock()
 	if s.flavor != nil {
@@ -118,7 +121,7 @@ func (s *Server) Flavor(ctx context.Context) (Flavor, error) {
 	defer cancel()
 	var version string
 	if err := s.db.QueryRowContext(ctx, "SELECT @@version").Scan(&version); err != nil {
-		return nil, s.wrap("detect flavor", err)
+		return nil, s.wrap(op, err)
 	}
 	s.flavor = Flavor(MySQL{})
 	if strings.Contains(version, "MariaDB") {
@@ -129,7 +132,7 @@ func (s *Server) Flavor(ctx context.Context) (Flavor, error) {
 
 // execFlavored runs the statement the server's flavor gives for op.
 func (s *Server) execFlavored(ctx context.Context, op string, statement func(Flavor) string) error {
-	f, err := s.Flavor(ctx)
+	f, err := s.flavorFor(ctx, op)
 	if err != nil {
 		return err
 	}
@@ -179,7 +182,7 @@ func (s *Server) Ping(ctx context.Context) error {
 func (s *Server) State(ctx context.Context) (State, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
 	defer cancel()
-	f, err := s.Flavor(ctx)
+	f, err := s.flavorFor(ctx, "read state")
 	if err != nil {
 		return State{}, err
 	}
@@ -212,7 +215,7 @@ type Source struct {
 // ChangeSource points the server at src, by GTID (the replica's own position). The
 // replica must be stopped.
 func (s *Server) ChangeSource(ctx context.Context, src Source) error {
-	f, err := s.Flavor(ctx)
+	f, err := s.flavorFor(ctx, "change source to "+src.Host)
 	if err != nil {
 		return err
 	}
@@ -245,7 +248,7 @@ func (s *Server) StopReplica(ctx context.Context) error {
 // SetReplicaPos sets the GTID position replication starts from (@@gtid_slave_pos),
 // e.g. the position a clone ends at. Replication must be stopped.
 func (s *Server) SetReplicaPos(ctx context.Context, pos GTIDSet) error {
-	f, err := s.Flavor(ctx)
+	f, err := s.flavorFor(ctx, "set replica position")
 	if err != nil {
 		return err
 	}
@@ -269,7 +272,7 @@ var ErrWaitTimeout = errors.New("GTID position not reached before the timeout")
 // WaitForGTID waits until the server has applied every transaction of pos (a position:
 // one GTID per domain, or a set, of which the highest of each domain counts).
 func (s *Server) WaitForGTID(ctx context.Context, pos GTIDSet, timeout time.Duration) error {
-	f, err := s.Flavor(ctx)
+	f, err := s.flavorFor(ctx, "wait for GTID")
 	if err != nil {
 		return err
 	}
@@ -302,7 +305,7 @@ const (
 // to what their role needs. Run it only on the writable master: the statements are
 // written to the binlog so that every replica gets the same accounts.
 func (s *Server) EnsureUsers(ctx context.Context, users []User) error {
-	f, err := s.Flavor(ctx)
+	f, err := s.flavorFor(ctx, "ensure users")
 	if err != nil {
 		return err
 	}
