@@ -146,6 +146,7 @@ func (w *writer) waitFor(what string, n int64) {
 type writableChecker struct {
 	violations atomic.Int64
 	polls      atomic.Int64
+	first      atomic.Value // string: which servers were writable at the first violation, and when
 	stop       chan struct{}
 	done       chan struct{}
 }
@@ -169,23 +170,31 @@ func startChecker(cl *managed.Cluster) *writableChecker {
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
-			writable := 0
-			for _, db := range dbs {
+			var writable []string
+			for i, db := range dbs {
 				var ro bool
 				if db.QueryRow("SELECT @@read_only").Scan(&ro) == nil && !ro {
-					writable++
+					writable = append(writable, cl.Servers[i].Name)
 				}
 			}
 			c.polls.Add(1)
-			if writable > 1 {
+			if len(writable) > 1 {
 				c.violations.Add(1)
+				c.first.CompareAndSwap(nil, fmt.Sprintf("%v at %s", writable, time.Now().Format("15:04:05.000")))
 			}
 		}
 	}()
 	return c
 }
 
-func (c *writableChecker) finish() { close(c.stop); <-c.done }
+func (c *writableChecker) finish() {
+	close(c.stop)
+	<-c.done
+	if first := c.first.Load(); first != nil {
+		cl := "first instant with two writable: " + first.(string)
+		fmt.Println(cl)
+	}
+}
 
 // TestMasterKilledUnderWriteLoad: SIGKILL the master while a writer writes; the
 // controller fails over to a replica, every acknowledged write is on the new master,

@@ -20,8 +20,13 @@ import (
 // reached, by the controller and (with pod-ip addressing) by the replicas, only
 // through a proxy that a test can cut.
 func startWithMasterBehindProxy(t *testing.T, addressing failover.SourceAddressing) (*managed.Cluster, *managed.Proxy) {
+	return startFlavorWithMasterBehindProxy(t, "mariadb", addressing)
+}
+
+func startFlavorWithMasterBehindProxy(t *testing.T, flavor string, addressing failover.SourceAddressing) (*managed.Cluster, *managed.Proxy) {
 	var path *managed.Proxy
 	cl := managed.StartWith(t, 3, managed.Options{
+		Flavor:     flavor,
 		Addressing: addressing,
 		PodIP: func(s *mariadb.Server) string {
 			if s.Name != "db-0" {
@@ -83,7 +88,13 @@ func TestControllerAloneLosingTheMasterDoesNotFailOver(t *testing.T) {
 // the new master, and at no poll (every 10 ms, from inside every partition) are two
 // servers writable, also when the path heals.
 func TestIsolatedMasterAcknowledgesNothingAFailoverLoses(t *testing.T) {
-	cl, path := startWithMasterBehindProxy(t, failover.SourcePodIP)
+	for _, flavor := range mariadb.Flavors {
+		t.Run(flavor, func(t *testing.T) { testIsolatedMasterAcknowledgesNothing(t, flavor) })
+	}
+}
+
+func testIsolatedMasterAcknowledgesNothing(t *testing.T, flavor string) {
+	cl, path := startFlavorWithMasterBehindProxy(t, flavor, failover.SourcePodIP)
 	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
 	createApp(cl)
 	checker := startChecker(cl)

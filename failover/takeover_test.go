@@ -8,10 +8,20 @@ import (
 	"github.com/replicant-dev/replicant/failover"
 	"github.com/replicant-dev/replicant/inject"
 	"github.com/replicant-dev/replicant/test/managed"
+	"github.com/replicant-dev/replicant/test/mariadb"
 )
 
+// TestGracefulTakeover: a requested takeover under writes, on both flavors: refused
+// requests change nothing; the new master is labelled before the old loses the label;
+// never two writers; every acknowledged row reaches the old master, now a replica.
 func TestGracefulTakeover(t *testing.T) {
-	cl := managed.Start(t, 3)
+	for _, flavor := range mariadb.Flavors {
+		t.Run(flavor, func(t *testing.T) { testGracefulTakeover(t, flavor) })
+	}
+}
+
+func testGracefulTakeover(t *testing.T, flavor string) {
+	cl := managed.StartWith(t, 3, managed.Options{Flavor: flavor, Addressing: failover.SourcePodIP})
 	healthy := map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}
 	cl.Eventually("bootstrap", cl.Want(healthy))
 	createApp(cl)

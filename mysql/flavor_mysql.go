@@ -156,10 +156,12 @@ func (MySQL) UserSQL(u User) []Statement {
 		// Fence and open writes and switch semi-sync (SYSTEM_VARIABLES_ADMIN), run
 		// replication (REPLICATION_SLAVE_ADMIN, REPLICATION CLIENT; RESET REPLICA ALL
 		// and FLUSH BINARY LOGS need RELOAD), purge binlogs (BINLOG_ADMIN), end
-		// clients' sessions on fencing (CONNECTION_ADMIN, PROCESS), and its own
+		// clients' sessions on fencing (CONNECTION_ADMIN, PROCESS; SYSTEM_USER to end
+		// those of root and other system accounts too: a root commit waiting for a
+		// semi-sync acknowledgement would otherwise hold the fence), and its own
 		// heartbeat schema.
 		grants = []string{
-			"GRANT SYSTEM_VARIABLES_ADMIN, REPLICATION_SLAVE_ADMIN, REPLICATION CLIENT, RELOAD, BINLOG_ADMIN, CONNECTION_ADMIN, PROCESS ON *.* TO ?@'%'",
+			"GRANT SYSTEM_VARIABLES_ADMIN, REPLICATION_SLAVE_ADMIN, REPLICATION CLIENT, RELOAD, BINLOG_ADMIN, CONNECTION_ADMIN, SYSTEM_USER, PROCESS ON *.* TO ?@'%'",
 			"GRANT ALL PRIVILEGES ON `" + HeartbeatSchema + "`.* TO ?@'%'",
 		}
 	}
@@ -192,6 +194,35 @@ func (MySQL) OpenForProvisioning(ctx context.Context, c *sql.Conn) (func(context
 		_, err := c.ExecContext(ctx, "SET GLOBAL super_read_only = ON")
 		return err
 	}, nil
+}
+
+// ReleaseWaitingCommits: MySQL keeps a killed session waiting for its semi-sync
+// acknowledgement (only its client's connection is closed), and the commit lock it
+// holds makes SET GLOBAL super_read_only wait as long. So: offline_mode first, which
+// drops every client without CONNECTION_ADMIN and refuses new ones, then the other
+// client sessions are killed; now nobody is left to hear that a commit succeeded, and
+// the source side of semi-sync is switched off, which lets the waiting commits finish
+// locally. They never reached a replica and no client was told: the old master holds
+// them as unacknowledged transactions, which the controller quarantines as on MariaDB.
+// Then super_read_only, and offline_mode off again (reads may come back).
+func (MySQL) ReleaseWaitingCommits(ctx context.Context, s *Server) (err error) {
+	if err := s.exec(ctx, "fence: offline mode", "SET GLOBAL offline_mode = ON"); err != nil {
+		return err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), s.queryTimeout)
+		defer cancel()
+		if oerr := s.exec(rctx, "fence: end offline mode", "SET GLOBAL offline_mode = OFF"); oerr != nil && err == nil {
+			err = oerr
+		}
+	}()
+	if _, err := s.KillClientSessions(ctx); err != nil {
+		return err
+	}
+	if err := s.exec(ctx, "fence: release commits waiting for semi-sync", "SET GLOBAL rpl_semi_sync_source_enabled = OFF"); err != nil {
+		return err
+	}
+	return s.exec(ctx, "set read_only", "SET GLOBAL super_read_only = ON")
 }
 
 // ConfigSettings are MySQL's [mysqld] settings for what Flavor.ConfigSettings

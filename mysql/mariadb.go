@@ -26,6 +26,10 @@ type Flavor interface {
 	// OpenForProvisioning lets c create replicant's users on a fenced server (the
 	// controller provisions before it opens writes); restore puts the fence back.
 	OpenForProvisioning(ctx context.Context, c *sql.Conn) (restore func(context.Context) error, err error)
+	// ReleaseWaitingCommits lets a fence through commits that wait for a semi-sync
+	// acknowledgement no replica will send, without telling any client they
+	// succeeded (see Server.ReleaseWaitingCommits).
+	ReleaseWaitingCommits(ctx context.Context, s *Server) error
 	// SetReplicaPos makes pos the position replication starts from.
 	SetReplicaPos(ctx context.Context, db *sql.DB, pos GTIDSet) error
 	// ConfigSettings are the flavor's [mysqld] settings for binlog with replica updates
@@ -209,6 +213,10 @@ func (MariaDB) SetReplicaPos(ctx context.Context, db *sql.DB, pos GTIDSet) error
 func (MariaDB) OpenForProvisioning(context.Context, *sql.Conn) (func(context.Context) error, error) {
 	return func(context.Context) error { return nil }, nil
 }
+
+// ReleaseWaitingCommits has nothing to do on MariaDB: a killed session stops
+// waiting for its acknowledgement (its client gets an error) and releases its locks.
+func (MariaDB) ReleaseWaitingCommits(context.Context, *Server) error { return nil }
 
 // ConfigSettings are MariaDB's [mysqld] settings for what Flavor.ConfigSettings
 // promises.

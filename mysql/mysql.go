@@ -108,7 +108,9 @@ func (s *Server) ForgetSessions() {
 }
 
 // Flavor is the server's flavor, detected at the first statement when Open had none.
-func (s *Server) Flavor(ctx context.Context) (Flavor, error) { return s.flavorFor(ctx, "detect flavor") }
+func (s *Server) Flavor(ctx context.Context) (Flavor, error) {
+	return s.flavorFor(ctx, "detect flavor")
+}
 
 // flavorFor is Flavor for operation op: a failure names op, as its own would.
 func (s *Server) flavorFor(ctx context.Context, op string) (Flavor, error) {
@@ -397,6 +399,7 @@ func (s *Server) HeartbeatLag(ctx context.Context) (time.Duration, error) {
 // acknowledgement gets an error, never success. It returns how many it killed.
 func (s *Server) KillClientSessions(ctx context.Context) (int, error) {
 	killed := 0
+	var denied error
 	err := s.conn(ctx, "kill client sessions", func(ctx context.Context, c *sql.Conn) error {
 		rows, err := c.QueryContext(ctx, `SELECT ID FROM information_schema.PROCESSLIST
 			WHERE ID <> CONNECTION_ID() AND USER NOT IN ('system user', 'event_scheduler', 'unauthenticated user')
@@ -423,14 +426,32 @@ func (s *Server) KillClientSessions(ctx context.Context) (int, error) {
 			if errors.As(err, &me) && me.Number == 1094 { // ER_NO_SUCH_THREAD: it ended meanwhile
 				continue
 			}
+			if errors.As(err, &me) && me.Number == 1095 && denied == nil { // ER_KILL_DENIED_ERROR
+				// Another account's session this one may not end (on MySQL, one with
+				// SYSTEM_USER): end the others still, and say so.
+				denied = fmt.Errorf("session %d: %w", id, err)
+				continue
+			}
 			if err != nil {
 				return err
 			}
 			killed++
 		}
-		return nil
+		return denied
 	})
 	return killed, err
+}
+
+// ReleaseWaitingCommits is a fence's step after killing client sessions: it ends the
+// commits that still wait for a semi-sync acknowledgement, without any client being
+// told they succeeded, so that SET GLOBAL read_only gets through at once. Nothing to
+// do on MariaDB; on MySQL see MySQL.ReleaseWaitingCommits (which fences too).
+func (s *Server) ReleaseWaitingCommits(ctx context.Context) error {
+	f, err := s.flavorFor(ctx, "release waiting commits")
+	if err != nil {
+		return err
+	}
+	return f.ReleaseWaitingCommits(ctx, s)
 }
 
 // BinlogFile is one of the server's binlog files, as SHOW BINARY LOGS lists it.

@@ -125,18 +125,29 @@ func (s *Server) keepFenced(ctx context.Context, interval time.Duration) {
 // rpl_semi_sync_master_timeout. It returns how many sessions were killed.
 func Fence(ctx context.Context, db *mysql.Server) (int, error) {
 	total := 0
+	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		killed, err := db.KillClientSessions(ctx)
+		// A session it could not end does not stop the fence: read_only still
+		// binds every new write, and a commit that session had waiting holds the
+		// SET for at most a second.
+		killed, killErr := db.KillClientSessions(ctx)
 		total += killed
-		if err != nil {
-			return total, err
+		// Where killed sessions go on waiting for their acknowledgement (MySQL), the
+		// flavor lets their commits through first, telling no client.
+		if err := db.ReleaseWaitingCommits(ctx); err != nil && killErr == nil {
+			killErr = err
 		}
 		setCtx, cancel := context.WithTimeout(ctx, time.Second)
-		err = db.SetReadOnly(setCtx, true)
+		err := db.SetReadOnly(setCtx, true)
 		cancel()
 		if err == nil {
 			return total, nil
 		}
+		if killErr != nil {
+			lastErr = killErr
+		} else {
+			lastErr = err
+		}
 	}
-	return total, fmt.Errorf("read_only still off after killing client sessions 5 times")
+	return total, fmt.Errorf("read_only still off after killing client sessions 5 times: %w", lastErr)
 }
