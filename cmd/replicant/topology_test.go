@@ -46,7 +46,16 @@ func TestTopologyGolden(t *testing.T) {
 	downMaster := master("1")
 	downMaster.Status.Reachable = false
 
+	// MySQL 9.7: its version string and a UUID-set errant transaction.
+	mysqlServer := func(i instance) instance {
+		i.Status.Version = "9.7.4-2"
+		return i
+	}
+	mysqlErrant := mysqlServer(errant)
+	mysqlErrant.Status.ErrantGTIDs = "3e11fa47-71ca-11e1-9e33-c80aa9429562:7-9"
+
 	cases := map[string][]instance{
+		"mysql": {mysqlServer(master("1")), mysqlErrant, mysqlServer(replica("2", 3))},
 		// seed lines 33-35
 		"healthy": {master("0"), replica("1", 0), replica("2", 0)},
 		// seed lines 83-84 after the takeover of its time: old master out, downtimed
