@@ -123,7 +123,8 @@ func (MySQL) SetReplicaPos(context.Context, *sql.DB, GTIDSet) error { return nil
 
 func (MySQL) WaitForGTID(ctx context.Context, db *sql.DB, pos GTIDSet, timeout time.Duration) error {
 	var result sql.NullInt64
-	err := db.QueryRowContext(ctx, "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)", pos.String(), timeout.Seconds()).Scan(&result)
+	// A timeout of 0 would mean "wait for ever" here: the shortest wait instead.
+	err := db.QueryRowContext(ctx, "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)", pos.String(), max(timeout.Seconds(), 0.001)).Scan(&result)
 	switch {
 	case err != nil:
 		return err

@@ -278,10 +278,21 @@ func (s *Server) WaitForGTID(ctx context.Context, pos GTIDSet, timeout time.Dura
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout+s.queryTimeout)
-	defer cancel()
-	err = f.WaitForGTID(ctx, s.db, pos, timeout)
-	return s.wrap("wait for GTID "+pos.Position().String(), err)
+	// In steps of at most the query timeout: the connection's read timeout (a little
+	// above it) would otherwise cut a long wait off as a broken connection.
+	deadline := time.Now().Add(timeout)
+	for {
+		step := min(time.Until(deadline), s.queryTimeout)
+		if step < 0 {
+			step = 0
+		}
+		stepCtx, cancel := context.WithTimeout(ctx, step+s.queryTimeout)
+		err = f.WaitForGTID(stepCtx, s.db, pos, step)
+		cancel()
+		if !errors.Is(err, ErrWaitTimeout) || !time.Now().Before(deadline) || ctx.Err() != nil {
+			return s.wrap("wait for GTID "+pos.Position().String(), err)
+		}
+	}
 }
 
 // User is one of replicant's own accounts.

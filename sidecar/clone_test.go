@@ -565,3 +565,132 @@ func TestClientGoingAwayStopsTheBackup(t *testing.T) {
 		t.Errorf("the abandoned backup is not counted as failed:\n%s", body)
 	}
 }
+
+// TestCloneInstanceWhileWritingThenReplicate (MySQL): a new replica's empty datadir
+// is filled by MySQL's CLONE plugin from a master that keeps taking writes; the
+// server boots on the copy, replicates by auto-position from the GTID set the clone
+// recorded, and ends with every row the master has. No work files remain.
+func TestCloneInstanceWhileWritingThenReplicate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	servers := mariadb.Start(t, 2, mariadb.Options{Flavor: "mysql"})
+	m, r := servers[0], servers[1]
+	root, _ := donor(t, m, 200)
+	emptyDatadir(t, r)
+
+	var written atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		db := m.DB()
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := db.Exec("INSERT INTO app.t (v) VALUES ('during')"); err == nil {
+				written.Add(1)
+			}
+		}
+	}()
+	finishWriting := func() { close(stop); wg.Wait() }
+
+	gtid, err := sidecar.CloneInstance(ctx, sidecar.CloneInstanceConfig{Datadir: r.Datadir, Donor: m.Addr(),
+		User: "replicant_repl", Password: "repl-pw", Mysqld: mariadb.MySQLCommand(), MysqldOptions: mariadb.MySQLOptions(),
+		Log: testr.New(t)})
+	if err != nil {
+		finishWriting()
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(r.Datadir, sidecar.CloneRecordFile))
+	if err != nil {
+		finishWriting()
+		t.Fatal(err)
+	}
+	var rec sidecar.CloneRecord
+	if err := json.Unmarshal(data, &rec); err != nil || rec.GTID != gtid || rec.Source != m.Addr() {
+		finishWriting()
+		t.Fatalf("clone record %s (%v), clone returned %q", data, err, gtid)
+	}
+	if strings.Contains(listing(t, r.Datadir), ".replicant-clone") {
+		t.Errorf("clone left work files:\n%s", listing(t, r.Datadir))
+	}
+
+	r.Restart()
+	replica, err := mysql.Open(mysql.Config{Addr: r.Addr(), User: "root", Password: mariadb.RootPassword}, mysql.MySQL{})
+	if err != nil {
+		finishWriting()
+		t.Fatal(err)
+	}
+	defer replica.Close()
+	cloned, err := mysql.ParseGTIDSet(gtid)
+	if err != nil {
+		finishWriting()
+		t.Fatal(err)
+	}
+	if st, err := replica.State(ctx); err != nil || !st.BinlogState.Contains(cloned) || !st.ReadOnly {
+		finishWriting()
+		t.Fatalf("the cloned server holds %s (%v), read-only %v; the clone ended at %s", st.BinlogState, err, st.ReadOnly, gtid)
+	}
+	if err := replica.ChangeSource(ctx, mysql.Source{Host: m.Host, Port: m.Port, User: "replicant_repl", Password: "repl-pw"}); err != nil {
+		finishWriting()
+		t.Fatal(err)
+	}
+	if err := replica.StartReplica(ctx); err != nil {
+		finishWriting()
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a few writes after replication started
+	finishWriting()
+	st, err := root.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.WaitForGTID(ctx, st.BinlogState, 60*time.Second); err != nil {
+		rs, _ := replica.State(ctx)
+		t.Fatalf("replica did not catch up: %v (replica %+v)", err, rs.Replica)
+	}
+	if got, want := count(t, r), count(t, m); got != want || want != 200+int(written.Load()) {
+		t.Errorf("replica has %d rows, master %d, written %d", got, want, 200+written.Load())
+	}
+	t.Logf("rows written during the clone and after: %d; clone ended at %s", written.Load(), gtid)
+	if rs, _ := replica.State(ctx); rs.ServerID != 101 || !rs.Replica.Replicating() {
+		t.Errorf("replica state %+v", rs)
+	}
+}
+
+// TestInterruptedCloneInstanceLeavesNothing (MySQL): a clone cancelled half way
+// leaves the datadir as empty as it was.
+func TestInterruptedCloneInstanceLeavesNothing(t *testing.T) {
+	servers := mariadb.Start(t, 2, mariadb.Options{Flavor: "mysql"})
+	m, r := servers[0], servers[1]
+	donor(t, m, 2000)
+	emptyDatadir(t, r)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// Cancel once the clone's work directory holds the copy's first files.
+		for i := 0; i < 600; i++ {
+			if matches, _ := filepath.Glob(filepath.Join(r.Datadir, ".replicant-clone-*", "data", "*")); len(matches) > 0 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+	}()
+	_, err := sidecar.CloneInstance(ctx, sidecar.CloneInstanceConfig{Datadir: r.Datadir, Donor: m.Addr(),
+		User: "replicant_repl", Password: "repl-pw", Mysqld: mariadb.MySQLCommand(), MysqldOptions: mariadb.MySQLOptions(),
+		Log: testr.New(t)})
+	if err == nil {
+		t.Skip("the clone finished before it could be interrupted: nothing was tested")
+	}
+	if strings.Contains(err.Error(), "repl-pw") {
+		t.Errorf("the error holds the password: %v", err)
+	}
+	if left := listing(t, r.Datadir); left != "." {
+		t.Errorf("an interrupted clone left:\n%s", left)
+	}
+	t.Logf("interrupted: %v", err)
+}

@@ -138,10 +138,24 @@ func MySQLRoot() string {
 // libraries: sid's mysqld needs a newer C library than the host's, and a chroot
 // would hide the host's paths (datadirs, sockets) from it.
 func mysqldCommand(args ...string) *exec.Cmd {
+	cmd := MySQLCommand()
+	return exec.Command(cmd[0], append(cmd[1:], args...)...)
+}
+
+// MySQLCommand is how to run the root filesystem's mysqld here (its first option
+// may be --no-defaults, as for mysqld itself).
+func MySQLCommand() []string {
 	root := MySQLRoot()
 	libs := filepath.Join(root, "usr", "lib", "x86_64-linux-gnu")
-	base := []string{"--library-path", libs, filepath.Join(root, "usr", "sbin", "mysqld")}
-	return exec.Command(filepath.Join(libs, "ld-linux-x86-64.so.2"), append(base, args...)...)
+	return []string{filepath.Join(libs, "ld-linux-x86-64.so.2"), "--library-path", libs, filepath.Join(root, "usr", "sbin", "mysqld")}
+}
+
+// MySQLOptions are the options that mysqld needs here for what the image provides
+// at its usual paths (its files live inside the root filesystem).
+func MySQLOptions() []string {
+	root := MySQLRoot()
+	return []string{"--basedir=" + filepath.Join(root, "usr"), "--plugin-dir=" + filepath.Join(root, "usr", "lib", "mysql", "plugin"),
+		"--lc-messages-dir=" + filepath.Join(root, "usr", "share", "mysql"), "--character-sets-dir=" + filepath.Join(root, "usr", "share", "mysql", "charsets")}
 }
 
 func currentUser() string {

@@ -1,0 +1,277 @@
+package sidecar
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	gomysql "github.com/go-sql-driver/mysql"
+)
+
+// CloneInstanceConfig is a MySQL clone: MySQL's own CLONE plugin copies a running
+// donor's data over its port, so no third-party tool is needed.
+type CloneInstanceConfig struct {
+	// Datadir is the empty datadir (a volume's root) to fill.
+	Datadir string
+	// Donor is the donor server's host:port; User and Password an account with
+	// BACKUP_ADMIN there (replicant's replication account has it on MySQL).
+	Donor          string
+	User, Password string
+	// Mysqld is the command that runs the image's mysqld (default "mysqld"), and
+	// MysqldOptions options it needs besides its defaults (a test's basedir).
+	Mysqld        []string
+	MysqldOptions []string
+	Log           logr.Logger
+}
+
+// mysqlVersionMismatch is ER_CLONE_DONOR_VERSION: CLONE needs one version on both
+// sides.
+const mysqlVersionMismatch = 3864
+
+// CloneInstance fills an empty datadir from a running MySQL donor: it initialises a
+// private server in a work directory inside the datadir's volume (no network, a unix
+// socket only), has it CLONE INSTANCE FROM the donor into a second work directory,
+// reads the GTID set the copy ends at, stops the private server, and only then moves
+// the copy into place (the same marker protocol as a MariaDB clone: an interruption
+// leaves no half datadir, the next start removes what is left). It returns the GTID
+// set the copy ends at, which is also recorded in CloneRecordFile.
+func CloneInstance(ctx context.Context, cfg CloneInstanceConfig) (gtid string, err error) {
+	if len(cfg.Mysqld) == 0 {
+		cfg.Mysqld = []string{"mysqld"}
+	}
+	log := cfg.Log
+	if present, what := dataPresent(cfg.Datadir); present {
+		return "", fmt.Errorf("clone into %s: it already holds a server (%s)", cfg.Datadir, what)
+	}
+	work, err := os.MkdirTemp(cfg.Datadir, tmpPrefix)
+	if err != nil {
+		return "", fmt.Errorf("clone: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(work)
+		}
+	}()
+	// The socket's path must stay under 108 bytes: a short directory of its own.
+	sockDir, err := os.MkdirTemp("", "rclone-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(sockDir)
+	target := filepath.Join(work, "data")
+	private := &privateServer{cfg: cfg, dir: work, datadir: filepath.Join(work, "private"), socket: filepath.Join(sockDir, "mysqld.sock")}
+	start := time.Now()
+	if err := private.initialise(ctx); err != nil {
+		return "", err
+	}
+	if err := private.start(ctx); err != nil {
+		return "", err
+	}
+	defer private.stop()
+	if err := private.cloneFrom(ctx, target); err != nil {
+		return "", err
+	}
+	private.stop()
+	log.Info("clone received; starting it privately to check it", "donor", cfg.Donor, "seconds", time.Since(start).Seconds())
+	// The copy is recovered and checked by a private start on it before the server
+	// container ever sees it; its GTID set is where replication continues.
+	private.datadir = target
+	if err := private.start(ctx); err != nil {
+		return "", fmt.Errorf("clone from %s: the copy does not start: %w", cfg.Donor, err)
+	}
+	if gtid, err = private.executed(ctx); err != nil {
+		return "", err
+	}
+	private.stop()
+	if err := os.Remove(filepath.Join(target, "auto.cnf")); err != nil && !os.IsNotExist(err) {
+		return "", err // the donor's server UUID: the server makes its own
+	}
+
+	rec, _ := json.Marshal(CloneRecord{Source: cfg.Donor, GTID: gtid, Finished: time.Now().UTC()})
+	if err := os.WriteFile(filepath.Join(target, CloneRecordFile), rec, 0o644); err != nil {
+		return "", err
+	}
+	if err := chownToServerUser(target); err != nil {
+		return "", err
+	}
+	if err := moveIntoPlace(target, cfg.Datadir); err != nil {
+		return "", err
+	}
+	if err := os.RemoveAll(work); err != nil {
+		return "", err
+	}
+	log.Info("clone complete", "donor", cfg.Donor, "gtid", gtid, "seconds", time.Since(start).Seconds())
+	return gtid, nil
+}
+
+// privateServer is the throw-away mysqld a MySQL clone runs in.
+type privateServer struct {
+	cfg     CloneInstanceConfig
+	dir     string // the work directory
+	datadir string // the datadir it runs on
+	socket  string
+	cmd    *exec.Cmd
+	done   chan error
+}
+
+func (p *privateServer) command(ctx context.Context, options ...string) *exec.Cmd {
+	args := append(append(append([]string{}, p.cfg.Mysqld[1:]...), "--no-defaults"), p.cfg.MysqldOptions...)
+	cmd := exec.CommandContext(ctx, p.cfg.Mysqld[0], append(args, options...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+func (p *privateServer) logPath() string { return filepath.Join(p.dir, "mysqld.log") }
+
+func (p *privateServer) common() []string {
+	return []string{"--datadir=" + p.datadir, "--user=" + currentUserName(),
+		"--secure-file-priv=" + p.dir, "--log-error=" + p.logPath()}
+}
+
+func (p *privateServer) initialise(ctx context.Context) error {
+	if out, err := p.command(ctx, append(p.common(), "--initialize-insecure")...).CombinedOutput(); err != nil {
+		log, _ := os.ReadFile(p.logPath())
+		return fmt.Errorf("clone: initialise the private server: %v: %s%s", err, out, lastLines(string(log), 10))
+	}
+	return nil
+}
+
+func (p *privateServer) start(ctx context.Context) error {
+	p.cmd = p.command(context.Background(), append(p.common(), "--socket="+p.socket, "--skip-networking", "--mysqlx=OFF",
+		"--pid-file="+filepath.Join(p.dir, "mysqld.pid"), "--plugin-load-add=mysql_clone.so")...)
+	if err := p.cmd.Start(); err != nil {
+		return fmt.Errorf("clone: start the private server: %w", err)
+	}
+	p.done = make(chan error, 1)
+	go func() { p.done <- p.cmd.Wait() }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		db, err := p.open(5 * time.Second)
+		if err == nil {
+			err = db.PingContext(ctx)
+			db.Close()
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case werr := <-p.done:
+			p.done <- werr
+			log, _ := os.ReadFile(p.logPath())
+			return fmt.Errorf("clone: the private server exited during start-up (%v): %s", werr, lastLines(string(log), 10))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("clone: the private server does not answer after 2 minutes: %v", err)
+		}
+	}
+}
+
+func (p *privateServer) open(readTimeout time.Duration) (*sql.DB, error) {
+	c := gomysql.NewConfig()
+	c.User, c.Net, c.Addr = "root", "unix", p.socket
+	c.Timeout, c.ReadTimeout = 5*time.Second, readTimeout
+	c.InterpolateParams = true
+	connector, err := gomysql.NewConnector(c)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(connector), nil
+}
+
+// cloneFrom runs CLONE INSTANCE into target.
+func (p *privateServer) cloneFrom(ctx context.Context, target string) error {
+	host, port, err := net.SplitHostPort(p.cfg.Donor)
+	if err != nil {
+		return fmt.Errorf("clone: donor %q: want host:port", p.cfg.Donor)
+	}
+	portNumber, err := strconv.Atoi(port)
+	if err != nil {
+		return fmt.Errorf("clone: donor %q: want host:port", p.cfg.Donor)
+	}
+	db, err := p.open(0) // a clone takes as long as the data needs: ctx bounds it
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SET GLOBAL clone_valid_donor_list = ?", p.cfg.Donor); err != nil {
+		return fmt.Errorf("clone: %w", err)
+	}
+	_, err = conn.ExecContext(ctx, "CLONE INSTANCE FROM ?@?:? IDENTIFIED BY ? DATA DIRECTORY = ?",
+		p.cfg.User, host, portNumber, p.cfg.Password, target)
+	var me *gomysql.MySQLError
+	switch {
+	case errors.As(err, &me) && me.Number == mysqlVersionMismatch:
+		// The server's message names both versions.
+		return fmt.Errorf("clone from %s: donor and recipient must run the same MySQL version (a CLONE rule; during an upgrade, clone from a server already upgraded): %s", p.cfg.Donor, me.Message)
+	case err != nil:
+		// Never the statement: it holds the password.
+		return fmt.Errorf("clone from %s (the datadir is unchanged; Kubernetes retries): %w", p.cfg.Donor, err)
+	}
+	var state string
+	if err := conn.QueryRowContext(ctx, "SELECT STATE FROM performance_schema.clone_status").Scan(&state); err != nil {
+		return fmt.Errorf("clone: read its outcome: %w", err)
+	}
+	if state != "Completed" {
+		return fmt.Errorf("clone from %s ended in state %q", p.cfg.Donor, state)
+	}
+	return nil
+}
+
+// executed is the GTID set the private server holds.
+func (p *privateServer) executed(ctx context.Context) (string, error) {
+	db, err := p.open(30 * time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	var gtid string
+	if err := db.QueryRowContext(ctx, "SELECT @@global.gtid_executed").Scan(&gtid); err != nil {
+		return "", fmt.Errorf("clone: read the copy's GTID set: %w", err)
+	}
+	return strings.Join(strings.Fields(gtid), ""), nil
+}
+
+// stop shuts the private server down (SIGTERM, then SIGKILL after a minute).
+func (p *privateServer) stop() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+	p.cmd = nil
+}
+
+// currentUserName is who the private server runs as: mysqld refuses root unless told.
+func currentUserName() string {
+	if os.Geteuid() == 0 {
+		return "root"
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "mysql"
+}
