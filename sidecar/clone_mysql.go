@@ -121,8 +121,8 @@ type privateServer struct {
 	dir     string // the work directory
 	datadir string // the datadir it runs on
 	socket  string
-	cmd    *exec.Cmd
-	done   chan error
+	cmd     *exec.Cmd
+	done    chan error
 }
 
 func (p *privateServer) command(ctx context.Context, options ...string) *exec.Cmd {
