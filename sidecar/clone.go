@@ -57,6 +57,17 @@ type CloneConfig struct {
 	// ProgressEvery is how often progress is logged (default 5s).
 	ProgressEvery time.Duration
 	Log           logr.Logger
+
+	// Flavor is mariadb (the default: mariadb-backup through the donor's sidecar) or
+	// mysql (MySQL's CLONE plugin from the donor's server, found through its sidecar).
+	Flavor string
+	// CloneUser and ClonePassword log in to a MySQL donor (replicant's replication
+	// account, which has BACKUP_ADMIN there).
+	CloneUser, ClonePassword string
+	// Mysqld and MysqldOptions run the image's mysqld for a MySQL clone (see
+	// CloneInstanceConfig).
+	Mysqld        []string
+	MysqldOptions []string
 }
 
 // Decision is what the clone step chose, for logs and tests.
@@ -239,8 +250,18 @@ func (cfg *CloneConfig) answers(ctx context.Context, base string) bool {
 	return Answers(ctx, base, cfg.ProbeTimeout)
 }
 
-// cloneFrom streams a backup from the sidecar at source into the datadir (install).
+// cloneFrom streams a backup from the sidecar at source into the datadir (install),
+// or on MySQL has the CLONE plugin copy the server behind that sidecar.
 func cloneFrom(ctx context.Context, cfg CloneConfig, source string) error {
+	if cfg.Flavor == "mysql" {
+		donor, err := DonorAddress(ctx, source, cfg.ProbeTimeout)
+		if err != nil {
+			return err
+		}
+		_, err = CloneInstance(ctx, CloneInstanceConfig{Datadir: cfg.Datadir, Donor: donor, User: cfg.CloneUser,
+			Password: cfg.ClonePassword, Mysqld: cfg.Mysqld, MysqldOptions: cfg.MysqldOptions, Log: cfg.Log})
+		return err
+	}
 	return install(ctx, cfg, source, func(ctx context.Context) (io.ReadCloser, func() error, error) {
 		stream, err := RequestBackup(ctx, source, cfg.BackupUser, cfg.BackupPassword, cfg.IdleTimeout)
 		if err != nil {

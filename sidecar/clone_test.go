@@ -567,7 +567,8 @@ func TestClientGoingAwayStopsTheBackup(t *testing.T) {
 }
 
 // TestCloneInstanceWhileWritingThenReplicate (MySQL): a new replica's empty datadir
-// is filled by MySQL's CLONE plugin from a master that keeps taking writes; the
+// is filled by MySQL's CLONE plugin from a master that keeps taking writes, chosen by
+// the decision table through the master's sidecar (which names its server); the
 // server boots on the copy, replicates by auto-position from the GTID set the clone
 // recorded, and ends with every row the master has. No work files remain.
 func TestCloneInstanceWhileWritingThenReplicate(t *testing.T) {
@@ -575,7 +576,7 @@ func TestCloneInstanceWhileWritingThenReplicate(t *testing.T) {
 	defer cancel()
 	servers := mariadb.Start(t, 2, mariadb.Options{Flavor: "mysql"})
 	m, r := servers[0], servers[1]
-	root, _ := donor(t, m, 200)
+	root, url := donor(t, m, 200)
 	emptyDatadir(t, r)
 
 	var written atomic.Int64
@@ -598,12 +599,12 @@ func TestCloneInstanceWhileWritingThenReplicate(t *testing.T) {
 	}()
 	finishWriting := func() { close(stop); wg.Wait() }
 
-	gtid, err := sidecar.CloneInstance(ctx, sidecar.CloneInstanceConfig{Datadir: r.Datadir, Donor: m.Addr(),
-		User: "replicant_repl", Password: "repl-pw", Mysqld: mariadb.MySQLCommand(), MysqldOptions: mariadb.MySQLOptions(),
-		Log: testr.New(t)})
-	if err != nil {
+	decision, err := sidecar.Clone(ctx, sidecar.CloneConfig{Flavor: "mysql", Datadir: r.Datadir, PodName: r.Name,
+		ReplicasURL: deadURL(t), MasterURL: url, CloneUser: "replicant_repl", ClonePassword: "repl-pw",
+		Mysqld: mariadb.MySQLCommand(), MysqldOptions: mariadb.MySQLOptions(), Log: testr.New(t)})
+	if err != nil || decision != sidecar.DecisionFromMaster {
 		finishWriting()
-		t.Fatal(err)
+		t.Fatalf("decision %q: %v", decision, err)
 	}
 	data, err := os.ReadFile(filepath.Join(r.Datadir, sidecar.CloneRecordFile))
 	if err != nil {
@@ -611,10 +612,11 @@ func TestCloneInstanceWhileWritingThenReplicate(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rec sidecar.CloneRecord
-	if err := json.Unmarshal(data, &rec); err != nil || rec.GTID != gtid || rec.Source != m.Addr() {
+	if err := json.Unmarshal(data, &rec); err != nil || rec.GTID == "" || rec.Source != m.Addr() {
 		finishWriting()
-		t.Fatalf("clone record %s (%v), clone returned %q", data, err, gtid)
+		t.Fatalf("clone record %s (%v): want the donor %s", data, err, m.Addr())
 	}
+	gtid := rec.GTID
 	if strings.Contains(listing(t, r.Datadir), ".replicant-clone") {
 		t.Errorf("clone left work files:\n%s", listing(t, r.Datadir))
 	}

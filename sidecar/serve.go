@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -141,6 +142,7 @@ func NewServer(cfg ServeConfig) (*Server, error) {
 	mux.HandleFunc("GET /binlogs/{name}", s.binlogFile)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /donor", s.donor)
 	mux.HandleFunc("GET /status", s.status)
 	mux.HandleFunc("GET /pre-stop", s.preStop)
 	mux.HandleFunc("PUT "+LeasePath, s.lease)
@@ -238,6 +240,26 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	io.WriteString(w, "ok\n")
+}
+
+// donor answers where a MySQL clone connects to this server (CLONE INSTANCE speaks
+// to the server's own port, not through this sidecar): its host:port as the caller
+// reaches it. A server listening on the pod's loopback is reached at the address the
+// caller used for this sidecar (the pod's IP).
+func (s *Server) donor(w http.ResponseWriter, r *http.Request) {
+	host, port, err := net.SplitHostPort(s.cfg.ServerAddr)
+	if err != nil {
+		http.Error(w, "server address: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if host == "127.0.0.1" || host == "localhost" || host == "::1" {
+		if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			if h, _, err := net.SplitHostPort(local.String()); err == nil {
+				host = h
+			}
+		}
+	}
+	io.WriteString(w, net.JoinHostPort(host, port)+"\n")
 }
 
 // CloneRecord is what a clone leaves in the datadir (CloneRecordFile): where the data

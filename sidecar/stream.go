@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -84,6 +85,32 @@ func (s *BackupStream) Close() error {
 	s.idleFired()
 	s.cancel()
 	return s.resp.Body.Close()
+}
+
+// DonorAddress asks the sidecar at base where its server takes a MySQL clone
+// (GET /donor): one server, so that every connection of the clone reaches the same
+// donor even when base is a Service with several pods behind it.
+func DonorAddress(ctx context.Context, base string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/donor", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("ask %s for its server's address: %w", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("ask %s for its server's address: %s %s %v", base, resp.Status, strings.TrimSpace(string(body)), err)
+	}
+	addr := strings.TrimSpace(string(body))
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", fmt.Errorf("%s names its server %q: %w", base, addr, err)
+	}
+	return addr, nil
 }
 
 // Answers reports whether a sidecar answers /readyz at base (its server is up).

@@ -118,6 +118,10 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 				cloneCfg.Restore = backup.Restorer(cloneCfg.InitURI, newLogger().WithName("restore"))
 			}
 			cloneCfg.BackupUser, cloneCfg.BackupPassword = os.Getenv("REPLICANT_BACKUP_USER"), os.Getenv("REPLICANT_BACKUP_PASSWORD")
+			// A MySQL clone (--flavor mysql) logs in to the donor's server with the
+			// replication account and MySQL's CLONE plugin.
+			cloneCfg.Flavor = cloneOpts.flavor
+			cloneCfg.CloneUser, cloneCfg.ClonePassword = os.Getenv("REPLICANT_REPLICATION_USER"), os.Getenv("REPLICANT_REPLICATION_PASSWORD")
 			cloneCfg.Log = newLogger().WithName("clone")
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
