@@ -45,8 +45,16 @@ func terminate(cl *managed.Cluster, name string) {
 	}
 }
 
+// TestTerminatingMasterHandsOverGracefully: a master pod being deleted hands writes
+// over before its server stops, on both flavors.
 func TestTerminatingMasterHandsOverGracefully(t *testing.T) {
-	cl := managed.Start(t, 3)
+	for _, flavor := range mariadb.Flavors {
+		t.Run(flavor, func(t *testing.T) { testTerminatingMasterHandsOver(t, flavor) })
+	}
+}
+
+func testTerminatingMasterHandsOver(t *testing.T, flavor string) {
+	cl := managed.StartWith(t, 3, managed.Options{Flavor: flavor, Addressing: failover.SourcePodIP})
 	cl.Eventually("bootstrap", cl.Want(map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}))
 	createApp(cl)
 
