@@ -104,13 +104,14 @@ mysql-rootfs: deps
 	@mkdir -p bin && ln -sfn $(MYSQL_ROOTFS) bin/mysql-rootfs
 
 ## bench: admission latency (p50/p99); a 1 GiB clone through replicant versus a bare
-## mariadb-backup | mbstream pipe (ratio; REPLICANT_BENCH_MIB sets the size); a backup to
+## mariadb-backup | mbstream pipe, and a MySQL one versus a bare CLONE INSTANCE (ratios;
+## REPLICANT_BENCH_MIB sets the size); a backup to
 ## and a restore from rclone's S3 server versus bare zstd/rclone pipes (ratios); failover
 ## (SIGKILL -> writable) and takeover writes-blocked over 10 rounds (REPLICANT_BENCH_ROUNDS,
 ## REPLICANT_BENCH_PROBE_INTERVAL, REPLICANT_BENCH_WRITE_LEASE)
 bench: deps rclone
 	go test -run '^$$' -bench . -benchmem -benchtime 5000x ./inject/ ./webhook/
-	go test -run '^$$' -bench CloneVersusPipe -benchtime 1x -timeout 30m ./sidecar/
+	go test -run '^$$' -bench 'CloneVersusPipe|CloneInstanceVersusBareClone' -benchtime 1x -timeout 30m ./sidecar/
 	go test -run '^$$' -bench BackupAndRestoreVersusPipe -benchtime 1x -timeout 30m ./backup/
 	go test -run '^$$' -bench FailoverAndTakeover -benchtime 1x -timeout 30m ./failover/
 	go test -run '^$$' -bench ManyClusters -benchtime 1x -timeout 40m ./failover/

@@ -529,15 +529,20 @@ func Fill(t testing.TB, s *Server, mib int) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	pad := "REPEAT(MD5(RAND()), 31)"
+	first := "INSERT INTO bench.t (pad) SELECT " + pad + " FROM bench.seq_1_to_1024" // MariaDB's sequence engine
+	if s.Config.Flavor == "mysql" {
+		pad = "REPEAT(SHA2(RAND(), 256), 15)"                                                                                                                                          // MySQL 9 has no MD5()
+		first = "INSERT INTO bench.t (pad) SELECT " + pad + " FROM (WITH RECURSIVE seq (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 1000) SELECT n FROM seq) AS numbers" // (cte_max_recursion_depth)
+	}
 	for _, q := range []string{"SET SESSION sql_log_bin = 0", "CREATE DATABASE bench",
-		"CREATE TABLE bench.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(1000)) ENGINE=InnoDB",
-		"INSERT INTO bench.t (pad) SELECT REPEAT(MD5(RAND()), 31) FROM bench.seq_1_to_1024"} {
+		"CREATE TABLE bench.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(1000)) ENGINE=InnoDB", first} {
 		if _, err := conn.ExecContext(context.Background(), q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
 	for rows := 1024; rows < mib*1024; rows *= 2 {
-		if _, err := conn.ExecContext(context.Background(), "INSERT INTO bench.t (pad) SELECT REPEAT(MD5(RAND()), 31) FROM bench.t"); err != nil {
+		if _, err := conn.ExecContext(context.Background(), "INSERT INTO bench.t (pad) SELECT "+pad+" FROM bench.t"); err != nil {
 			t.Fatal(err)
 		}
 	}
