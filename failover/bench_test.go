@@ -21,6 +21,12 @@ import (
 // (REPLICANT_BENCH_PROBE_INTERVAL overrides), failure threshold 3 intervals.
 // Run with -benchtime 1x.
 func BenchmarkFailoverAndTakeover(b *testing.B) {
+	for _, flavor := range mariadb.Flavors {
+		b.Run(flavor, func(b *testing.B) { benchFailoverAndTakeover(b, flavor) })
+	}
+}
+
+func benchFailoverAndTakeover(b *testing.B, flavor string) {
 	rounds := 10
 	if n, err := strconv.Atoi(os.Getenv("REPLICANT_BENCH_ROUNDS")); err == nil && n > 0 {
 		rounds = n
@@ -34,7 +40,7 @@ func BenchmarkFailoverAndTakeover(b *testing.B) {
 		lease = d
 	}
 	b.Logf("probe interval %v, write lease %v", interval, lease)
-	cl := managed.StartWith(b, 3, managed.Options{Addressing: failover.SourcePodIP, AntiFlap: time.Millisecond, ProbeInterval: interval, WriteLease: lease})
+	cl := managed.StartWith(b, 3, managed.Options{Flavor: flavor, Addressing: failover.SourcePodIP, AntiFlap: time.Millisecond, ProbeInterval: interval, WriteLease: lease})
 	all := map[string]string{"db-0": "master/yes", "db-1": "replica/yes", "db-2": "replica/yes"}
 	cl.Eventually("bootstrap", cl.Want(all))
 	settled := func() {
