@@ -18,6 +18,7 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -68,6 +69,9 @@ const (
 	SecretKeyAdminPassword  = "admin-password"
 	SecretKeyBackupUser     = "backup-user"
 	SecretKeyBackupPassword = "backup-password"
+	// The replication account: a MySQL clone logs in to its donor with it.
+	SecretKeyReplicationUser     = "replication-user"
+	SecretKeyReplicationPassword = "replication-password"
 )
 
 // Config is what the webhook knows that the StatefulSet does not.
@@ -259,6 +263,12 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 	if opts.Flavor == FlavorMySQL {
 		problems.add("annotation %s: flavor mysql is not supported by this replicant release yet; allowed: mariadb", AnnFlavor)
 	}
+	if c := findContainer(sts.Spec.Template.Spec.Containers, opts.Container); opts.Flavor == FlavorMySQL && c >= 0 {
+		if tooOld := mysqlTooOld(sts.Spec.Template.Spec.Containers[c].Image); tooOld != "" {
+			problems.add("container %s: image %q runs MySQL %s; replicant needs MySQL 8.0.23 or later (CHANGE REPLICATION SOURCE TO, SHOW REPLICA STATUS; 8.4 or 9.7 LTS recommended)",
+				opts.Container, sts.Spec.Template.Spec.Containers[c].Image, tooOld)
+		}
+	}
 	if sts.Spec.ServiceName == "" {
 		problems.add("spec.serviceName is empty: replicant addresses servers as <pod>.<serviceName>.<namespace>, so the StatefulSet needs its headless Service")
 	}
@@ -441,10 +451,46 @@ func podEnv(sts *appsv1.StatefulSet) []corev1.EnvVar {
 // (the sidecar serves them, the clone fetches them). Pods wait for the Secret, which
 // the controller creates, rather than start without credentials.
 func credentialEnv(opts Options) []corev1.EnvVar {
-	return []corev1.EnvVar{
+	env := []corev1.EnvVar{
 		secretEnv(opts, "REPLICANT_BACKUP_USER", SecretKeyBackupUser),
 		secretEnv(opts, "REPLICANT_BACKUP_PASSWORD", SecretKeyBackupPassword),
 	}
+	if opts.Flavor == FlavorMySQL {
+		// MySQL's CLONE plugin logs in to the donor's server itself.
+		env = append(env, secretEnv(opts, "REPLICANT_REPLICATION_USER", SecretKeyReplicationUser),
+			secretEnv(opts, "REPLICANT_REPLICATION_PASSWORD", SecretKeyReplicationPassword))
+	}
+	return env
+}
+
+// mysqlTooOld is the version an image's tag names when it is older than 8.0.23 (the
+// first with the statements replicant uses), else "". A tag that names no version
+// (latest, a digest, a custom name) is not judged.
+func mysqlTooOld(image string) string {
+	if i := strings.Index(image, "@"); i >= 0 {
+		image = image[:i]
+	}
+	slash, colon := strings.LastIndex(image, "/"), strings.LastIndex(image, ":")
+	if colon < 0 || colon < slash {
+		return ""
+	}
+	tag := image[colon+1:]
+	var parts [3]int
+	fields := strings.SplitN(strings.SplitN(tag, "-", 2)[0], ".", 3)
+	for i, f := range fields {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return ""
+		}
+		parts[i] = n
+	}
+	major, minor, patch := parts[0], parts[1], parts[2]
+	// "8.0" names the newest 8.0 patch, which is recent enough.
+	old := major < 8 || (major == 8 && minor == 0 && len(fields) == 3 && patch < 23)
+	if !old {
+		return ""
+	}
+	return strings.Join(fields, ".")
 }
 
 // adminEnv gives replicant's admin account to the sidecar.

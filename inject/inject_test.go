@@ -308,6 +308,10 @@ func TestRefusals(t *testing.T) {
 	}{
 		{"unknown flavor", ann(AnnFlavor, "postgres"), []string{AnnFlavor, `"postgres"`, "mariadb or mysql"}},
 		{"mysql not yet", ann(AnnFlavor, "mysql"), []string{AnnFlavor, "mysql is not supported", "allowed: mariadb"}},
+		{"mysql too old", func(s *appsv1.StatefulSet) {
+			s.Spec.Template.Spec.Containers[0].Image = "registry.example.com/mysql:5.7.44"
+			ann(AnnFlavor, "mysql")(s)
+		}, []string{"image \"registry.example.com/mysql:5.7.44\"", "MySQL 5.7.44", "8.0.23 or later"}},
 		{"negative offset", ann(AnnServerIDOffset, "-1"), []string{AnnServerIDOffset, `"-1"`, "an integer from 1 to"}},
 		{"zero offset", ann(AnnServerIDOffset, "0"), []string{AnnServerIDOffset, `"0"`}},
 		{"offset too large", ann(AnnServerIDOffset, "4294967295"), []string{AnnServerIDOffset, `"4294967295"`}},
@@ -580,5 +584,17 @@ func TestARestoreGetsTheBucketsCredentials(t *testing.T) {
 	out, _, _ = Mutate(sts, testConfig)
 	if clone := container(t, out.Spec.Template.Spec.InitContainers, ContainerClone); len(clone.EnvFrom) != 0 {
 		t.Errorf("no restore, yet envFrom %+v", clone.EnvFrom)
+	}
+}
+
+func TestMySQLTooOld(t *testing.T) {
+	for image, want := range map[string]string{
+		"mysql:5.7": "5.7", "mysql:5.7.44": "5.7.44", "mysql:8.0.22": "8.0.22", "percona/percona-server:8.0.22-13": "8.0.22",
+		"mysql:8.0": "", "mysql:8.0.23": "", "mysql:8.4": "", "mysql:9.7.4": "", "mysql:8": "", "mysql": "", "mysql:latest": "",
+		"localhost:5000/mysql": "", "localhost:5000/mysql:5.7": "5.7", "mysql@sha256:abc": "", "mysql:5.6@sha256:abc": "5.6",
+	} {
+		if got := mysqlTooOld(image); got != want {
+			t.Errorf("mysqlTooOld(%q) = %q, want %q", image, got, want)
+		}
 	}
 }
