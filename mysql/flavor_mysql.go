@@ -19,6 +19,9 @@ import (
 // semi-sync settings are plugins' variables, named source/replica.
 type MySQL struct{}
 
+var mysqlColumns = replicaColumns{"Source_Host", "Source_Port", "Source_Server_Id",
+	"Replica_IO_Running", "Replica_SQL_Running", "Seconds_Behind_Source", "Retrieved_Gtid_Set"}
+
 func (MySQL) Name() string { return "mysql" }
 
 func (MySQL) ReadState(ctx context.Context, db *sql.DB) (State, error) {
@@ -54,32 +57,17 @@ func (MySQL) ReadState(ctx context.Context, db *sql.DB) (State, error) {
 	st.SemiSync.MasterClients, _ = strconv.Atoi(status["Rpl_semi_sync_source_clients"])
 	st.SemiSync.ReplicaActive = status["Rpl_semi_sync_replica_status"] == "ON"
 
-	rows, err := queryRows(ctx, db, "SHOW REPLICA STATUS")
+	rs, row, err := readReplicaStatus(ctx, db, "SHOW REPLICA STATUS", mysqlColumns)
 	if err != nil {
-		return st, fmt.Errorf("read replica status: %w", err)
+		return st, err
 	}
-	if len(rows) > 0 {
-		r := rows[0]
-		rs := &ReplicaStatus{
-			SourceHost: r["Source_Host"], IORunning: r["Replica_IO_Running"], SQLRunning: r["Replica_SQL_Running"] == "Yes",
-			LastIOError: r["Last_IO_Error"], LastSQLError: r["Last_SQL_Error"], UsingGTID: "No",
-		}
-		if r["Auto_Position"] == "1" {
+	if rs != nil {
+		rs.UsingGTID = "No"
+		if row["Auto_Position"] == "1" {
 			rs.UsingGTID = "Auto_Position"
 		}
-		rs.SourcePort, _ = strconv.Atoi(r["Source_Port"])
-		id, _ := strconv.ParseUint(r["Source_Server_Id"], 10, 32)
-		rs.SourceServerID = uint32(id)
-		rs.LastIOErrno, _ = strconv.Atoi(r["Last_IO_Errno"])
-		rs.LastSQLErrno, _ = strconv.Atoi(r["Last_SQL_Errno"])
-		if v, err := strconv.ParseInt(r["Seconds_Behind_Source"], 10, 64); err == nil {
-			rs.SecondsBehind = &v
-		}
-		// Retrieved_Gtid_Set is what the IO thread received since the relay log began;
-		// with what it executed, that is everything it has.
-		if rs.ReceivedPos, err = ParseGTIDSet(r["Retrieved_Gtid_Set"]); err != nil {
-			return st, err
-		}
+		// Retrieved_Gtid_Set is what the IO thread received since the relay log
+		// began; with what it executed, that is everything it has.
 		rs.ReceivedPos = rs.ReceivedPos.Union(st.BinlogState)
 		st.Replica = rs
 	}

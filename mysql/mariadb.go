@@ -148,27 +148,12 @@ func (MariaDB) ReadState(ctx context.Context, db *sql.DB) (State, error) {
 	st.SemiSync.MasterClients, _ = strconv.Atoi(status["Rpl_semi_sync_master_clients"])
 	st.SemiSync.ReplicaActive = status["Rpl_semi_sync_slave_status"] == "ON"
 
-	rows, err := queryRows(ctx, db, "SHOW SLAVE STATUS")
+	rs, row, err := readReplicaStatus(ctx, db, "SHOW SLAVE STATUS", mariadbColumns)
 	if err != nil {
-		return st, fmt.Errorf("read replica status: %w", err)
+		return st, err
 	}
-	if len(rows) > 0 {
-		r := rows[0]
-		rs := &ReplicaStatus{
-			SourceHost: r["Master_Host"], IORunning: r["Slave_IO_Running"], SQLRunning: r["Slave_SQL_Running"] == "Yes",
-			LastIOError: r["Last_IO_Error"], LastSQLError: r["Last_SQL_Error"], UsingGTID: r["Using_Gtid"],
-		}
-		rs.SourcePort, _ = strconv.Atoi(r["Master_Port"])
-		id, _ := strconv.ParseUint(r["Master_Server_Id"], 10, 32)
-		rs.SourceServerID = uint32(id)
-		rs.LastIOErrno, _ = strconv.Atoi(r["Last_IO_Errno"])
-		rs.LastSQLErrno, _ = strconv.Atoi(r["Last_SQL_Errno"])
-		if v, err := strconv.ParseInt(r["Seconds_Behind_Master"], 10, 64); err == nil {
-			rs.SecondsBehind = &v
-		}
-		if rs.ReceivedPos, err = ParseGTIDSet(r["Gtid_IO_Pos"]); err != nil {
-			return st, err
-		}
+	if rs != nil {
+		rs.UsingGTID = row["Using_Gtid"]
 		st.Replica = rs
 	}
 	return st, nil
@@ -298,6 +283,41 @@ func (MariaDB) UserSQL(u User) []Statement {
 		stmts = append(stmts, Statement{g, []any{u.Name}})
 	}
 	return stmts
+}
+
+// replicaColumns names the columns of one flavor's SHOW SLAVE / REPLICA STATUS.
+type replicaColumns struct {
+	host, port, serverID, io, sql, behind, received string
+}
+
+var mariadbColumns = replicaColumns{"Master_Host", "Master_Port", "Master_Server_Id",
+	"Slave_IO_Running", "Slave_SQL_Running", "Seconds_Behind_Master", "Gtid_IO_Pos"}
+
+// readReplicaStatus reads the replica status (nil when no source is configured) and
+// its row, for the flavor's own columns.
+func readReplicaStatus(ctx context.Context, db *sql.DB, query string, c replicaColumns) (*ReplicaStatus, map[string]string, error) {
+	rows, err := queryRows(ctx, db, query)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read replica status: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, nil, nil
+	}
+	r := rows[0]
+	rs := &ReplicaStatus{SourceHost: r[c.host], IORunning: r[c.io], SQLRunning: r[c.sql] == "Yes",
+		LastIOError: r["Last_IO_Error"], LastSQLError: r["Last_SQL_Error"]}
+	rs.SourcePort, _ = strconv.Atoi(r[c.port])
+	id, _ := strconv.ParseUint(r[c.serverID], 10, 32)
+	rs.SourceServerID = uint32(id)
+	rs.LastIOErrno, _ = strconv.Atoi(r["Last_IO_Errno"])
+	rs.LastSQLErrno, _ = strconv.Atoi(r["Last_SQL_Errno"])
+	if v, err := strconv.ParseInt(r[c.behind], 10, 64); err == nil {
+		rs.SecondsBehind = &v
+	}
+	if rs.ReceivedPos, err = ParseGTIDSet(r[c.received]); err != nil {
+		return nil, nil, err
+	}
+	return rs, r, nil
 }
 
 // queryStatus reads a two-column (name, value) result into a map.

@@ -116,18 +116,10 @@ func count(t *testing.T, s *mariadb.Server) int {
 	return n
 }
 
-// TestCloneWhileWritingThenReplicate: a new replica clones the master while a writer
-// keeps writing; it boots on the clone, starts replication at the GTID the clone
-// recorded, and ends with every row the master has.
-func TestCloneWhileWritingThenReplicate(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	servers := mariadb.Start(t, 2, mariadb.Options{})
-	m, r := servers[0], servers[1]
-	root, url := donor(t, m, 200)
-	emptyDatadir(t, r)
-
-	var written atomic.Int64
+// startRowWriter inserts rows into app.t on m one by one until finish is called (at
+// the latest when the test ends), counting those that succeeded.
+func startRowWriter(t testing.TB, m *mariadb.Server) (written *atomic.Int64, finish func()) {
+	written = new(atomic.Int64)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -145,13 +137,30 @@ func TestCloneWhileWritingThenReplicate(t *testing.T) {
 			}
 		}
 	}()
+	var once sync.Once
+	finish = func() { once.Do(func() { close(stop); wg.Wait() }) }
+	t.Cleanup(finish)
+	return written, finish
+}
+
+// TestCloneWhileWritingThenReplicate: a new replica clones the master while a writer
+// keeps writing; it boots on the clone, starts replication at the GTID the clone
+// recorded, and ends with every row the master has.
+func TestCloneWhileWritingThenReplicate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	servers := mariadb.Start(t, 2, mariadb.Options{})
+	m, r := servers[0], servers[1]
+	root, url := donor(t, m, 200)
+	emptyDatadir(t, r)
+
+	written, finishWriting := startRowWriter(t, m)
 
 	decision, err := sidecar.Clone(ctx, sidecar.CloneConfig{Datadir: r.Datadir, PodName: r.Name,
 		ReplicasURL: deadURL(t), MasterURL: url, BackupUser: backupUser, BackupPassword: backupPassword,
 		ProgressEvery: 200 * time.Millisecond, Log: testr.New(t)})
 	if err != nil {
-		close(stop)
-		wg.Wait()
+		finishWriting()
 		t.Fatal(err)
 	}
 	if decision != sidecar.DecisionFromMaster {
@@ -189,8 +198,7 @@ func TestCloneWhileWritingThenReplicate(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond) // a few writes after replication started
-	close(stop)
-	wg.Wait()
+	finishWriting()
 	st, err := root.State(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -579,25 +587,7 @@ func TestCloneInstanceWhileWritingThenReplicate(t *testing.T) {
 	root, url := donor(t, m, 200)
 	emptyDatadir(t, r)
 
-	var written atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		db := m.DB()
-		for i := 0; i < 100000; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := db.Exec("INSERT INTO app.t (v) VALUES ('during')"); err == nil {
-				written.Add(1)
-			}
-		}
-	}()
-	finishWriting := func() { close(stop); wg.Wait() }
+	written, finishWriting := startRowWriter(t, m)
 
 	decision, err := sidecar.Clone(ctx, sidecar.CloneConfig{Flavor: "mysql", Datadir: r.Datadir, PodName: r.Name,
 		ReplicasURL: deadURL(t), MasterURL: url, CloneUser: "replicant_repl", ClonePassword: "repl-pw",
