@@ -14,10 +14,7 @@ suite=${2:-bookworm}
 here=$(cd "$(dirname "$0")" && pwd)
 [ -x "$dest/usr/local/bin/docker-entrypoint.sh" ] && exit 0
 
-# The mirror the machine's apt already uses (deb822 or one-line sources).
-mirror=$(sed -n 's/^URIs: *\([^ ]*debian\)\/*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
-[ -n "$mirror" ] || mirror=$(sed -n 's/^deb \(http[^ ]*debian\)\/* [a-z]* .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -1)
-mirror=${mirror:-http://deb.debian.org/debian}
+mirror=$("$(dirname "$0")/debian-mirror.sh")
 
 work="$dest.tmp"
 rm -rf "$work"

@@ -12,10 +12,7 @@ set -euo pipefail
 dest=${1:?destination directory}
 [ -x "$dest/usr/sbin/mysqld" ] && exit 0
 
-# The mirror the machine's apt already uses (deb822 or one-line sources).
-mirror=$(sed -n 's/^URIs: *\([^ ]*debian\)\/*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
-[ -n "$mirror" ] || mirror=$(sed -n 's/^deb \(http[^ ]*debian\)\/* [a-z]* .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -1)
-mirror=${mirror:-http://deb.debian.org/debian}
+mirror=$("$(dirname "$0")/debian-mirror.sh")
 
 work="$dest.tmp"
 rm -rf "$work"
