@@ -154,14 +154,7 @@ func (MySQL) UserSQL(u User) []Statement {
 			"GRANT ALL PRIVILEGES ON `" + HeartbeatSchema + "`.* TO ?@'%'",
 		}
 	}
-	stmts := []Statement{
-		{"CREATE USER IF NOT EXISTS ?@'%' IDENTIFIED BY ?", []any{u.Name, u.Password}},
-		{"ALTER USER ?@'%' IDENTIFIED BY ?", []any{u.Name, u.Password}},
-	}
-	for _, g := range grants {
-		stmts = append(stmts, Statement{g, []any{u.Name}})
-	}
-	return stmts
+	return userStatements(u, grants)
 }
 
 // OpenForProvisioning lifts super_read_only while replicant's users are created

@@ -275,6 +275,12 @@ func (MariaDB) UserSQL(u User) []Statement {
 			"GRANT ALL PRIVILEGES ON `" + HeartbeatSchema + "`.* TO ?@'%'",
 		}
 	}
+	return userStatements(u, grants)
+}
+
+// userStatements creates u (host '%') or resets its password, then grants it grants
+// (statements whose one placeholder is the user's name). The same in both flavors.
+func userStatements(u User, grants []string) []Statement {
 	stmts := []Statement{
 		{"CREATE USER IF NOT EXISTS ?@'%' IDENTIFIED BY ?", []any{u.Name, u.Password}},
 		{"ALTER USER ?@'%' IDENTIFIED BY ?", []any{u.Name, u.Password}},

@@ -1,7 +1,7 @@
 // Package mysql is the one place in replicant that speaks SQL to a server. A Server
 // wraps a connection pool to one mariadbd or mysqld (the differences behind the
-// Flavor interface: mariadb.go, flavor_mysql.go) with tight timeouts, and offers what the sidecar and the controller need:
-// read a server's state, switch read_only, point a replica at a source by GTID,
+// Flavor interface: mariadb.go, flavor_mysql.go) with tight timeouts, and offers what
+// the sidecar and the controller need: read a server's state, switch read_only, point a replica at a source by GTID,
 // start/stop/reset replication, wait for a GTID position, create replicant's users,
 // and a heartbeat for lag. GTIDSet (gtid.go) compares what servers hold.
 //
@@ -107,12 +107,8 @@ func (s *Server) ForgetSessions() {
 	s.db.SetMaxIdleConns(2)
 }
 
-// Flavor is the server's flavor, detected at the first statement when Open had none.
-func (s *Server) Flavor(ctx context.Context) (Flavor, error) {
-	return s.flavorFor(ctx, "detect flavor")
-}
-
-// flavorFor is Flavor for operation op: a failure names op, as its own would.
+// flavorFor is the server's flavor, detected at the first statement when Open had
+// none; a failure to detect it names op, as op's own failure would.
 func (s *Server) flavorFor(ctx context.Context, op string) (Flavor, error) {
 	s.flavorMu.Lock()
 	defer s.flavorMu.Unlock()
