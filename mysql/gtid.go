@@ -424,7 +424,7 @@ func (s GTIDSet) Furthest(other GTIDSet) GTIDSet {
 	}
 	for _, g := range theirs.GTIDs() {
 		if head, ok := out.domainHeads()[g.Domain]; !ok || g.Seq > head {
-			out.domains[g.Domain] = nil
+			delete(out.domains, g.Domain) // (a set with no MariaDB part has no map yet)
 			out.Add(g)
 		}
 	}

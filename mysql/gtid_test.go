@@ -163,6 +163,9 @@ func TestFurthestAndHeads(t *testing.T) {
 	if want := "0-3-7,1-2-9,2-1-1"; got.String() != want {
 		t.Errorf("Furthest = %q, want %q", got, want)
 	}
+	if got := mustSet(t, "").Furthest(mustSet(t, "0-1-5")); got.String() != "0-1-5" {
+		t.Errorf("Furthest from the empty position = %q, want 0-1-5", got)
+	}
 	got = mustSet(t, uuidA+":1-5").Furthest(mustSet(t, uuidA+":1-7,"+uuidB+":1"))
 	if want := uuidA + ":1-7," + uuidB + ":1"; got.String() != want {
 		t.Errorf("Furthest = %q, want %q", got, want)
