@@ -1,9 +1,9 @@
 // Package mysql is the one place in replicant that speaks SQL to a server. A Server
 // wraps a connection pool to one mariadbd or mysqld (the differences behind the
 // Flavor interface: mariadb.go, flavor_mysql.go) with tight timeouts, and offers what
-// the sidecar and the controller need: read a server's state, switch read_only, point a replica at a source by GTID,
-// start/stop/reset replication, wait for a GTID position, create replicant's users,
-// and a heartbeat for lag. GTIDSet (gtid.go) compares what servers hold.
+// the sidecar and the controller need: read a server's state, switch read_only, point
+// a replica at a source by GTID, start/stop/reset replication, wait for a GTID
+// position, create replicant's users, and a heartbeat for lag. GTIDSet (gtid.go) compares what servers hold.
 //
 // Values always travel as placeholders (the driver interpolates and escapes them on
 // the client, so they also work where the server cannot take a placeholder, such as
@@ -433,10 +433,12 @@ func (s *Server) KillClientSessions(ctx context.Context) (int, error) {
 			if errors.As(err, &me) && me.Number == 1094 { // ER_NO_SUCH_THREAD: it ended meanwhile
 				continue
 			}
-			if errors.As(err, &me) && me.Number == 1095 && denied == nil { // ER_KILL_DENIED_ERROR
+			if errors.As(err, &me) && me.Number == 1095 { // ER_KILL_DENIED_ERROR
 				// Another account's session this one may not end (on MySQL, one with
-				// SYSTEM_USER): end the others still, and say so.
-				denied = fmt.Errorf("session %d: %w", id, err)
+				// SYSTEM_USER): end the others still, and say so (the first suffices).
+				if denied == nil {
+					denied = fmt.Errorf("session %d: %w", id, err)
+				}
 				continue
 			}
 			if err != nil {
