@@ -160,7 +160,6 @@ func TestCloneWhileWritingThenReplicate(t *testing.T) {
 		ReplicasURL: deadURL(t), MasterURL: url, BackupUser: backupUser, BackupPassword: backupPassword,
 		ProgressEvery: 200 * time.Millisecond, Log: testr.New(t)})
 	if err != nil {
-		finishWriting()
 		t.Fatal(err)
 	}
 	if decision != sidecar.DecisionFromMaster {
@@ -191,6 +190,15 @@ func TestCloneWhileWritingThenReplicate(t *testing.T) {
 	if err := replica.SetReplicaPos(ctx, pos); err != nil {
 		t.Fatal(err)
 	}
+	replicateAndCompare(t, ctx, root, replica, m, r, written, finishWriting, rec.GTID)
+}
+
+// replicateAndCompare points the cloned replica r at the master m, stops the writer
+// once replication runs, and checks that r catches up and holds every row m has: the
+// 200 rows of donor and every row written.
+func replicateAndCompare(t *testing.T, ctx context.Context, root, replica *mysql.Server, m, r *mariadb.Server,
+	written *atomic.Int64, finishWriting func(), cloneGTID string) {
+	t.Helper()
 	if err := replica.ChangeSource(ctx, mysql.Source{Host: m.Host, Port: m.Port, User: "replicant_repl", Password: "repl-pw"}); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +218,7 @@ func TestCloneWhileWritingThenReplicate(t *testing.T) {
 	if got, want := count(t, r), count(t, m); got != want || want != 200+int(written.Load()) {
 		t.Errorf("replica has %d rows, master %d, written %d", got, want, 200+written.Load())
 	}
-	t.Logf("rows written during the clone and after: %d; clone ended at %s", written.Load(), rec.GTID)
+	t.Logf("rows written during the clone and after: %d; clone ended at %s", written.Load(), cloneGTID)
 	if rs, _ := replica.State(ctx); rs.ServerID != 101 || !rs.Replica.Replicating() {
 		t.Errorf("replica state %+v", rs)
 	}
@@ -593,17 +601,14 @@ func TestCloneInstanceWhileWritingThenReplicate(t *testing.T) {
 		ReplicasURL: deadURL(t), MasterURL: url, CloneUser: "replicant_repl", ClonePassword: "repl-pw",
 		Mysqld: mariadb.MySQLCommand(), MysqldOptions: mariadb.MySQLOptions(), Log: testr.New(t)})
 	if err != nil || decision != sidecar.DecisionFromMaster {
-		finishWriting()
 		t.Fatalf("decision %q: %v", decision, err)
 	}
 	data, err := os.ReadFile(filepath.Join(r.Datadir, sidecar.CloneRecordFile))
 	if err != nil {
-		finishWriting()
 		t.Fatal(err)
 	}
 	var rec sidecar.CloneRecord
 	if err := json.Unmarshal(data, &rec); err != nil || rec.GTID == "" || rec.Source != m.Addr() {
-		finishWriting()
 		t.Fatalf("clone record %s (%v): want the donor %s", data, err, m.Addr())
 	}
 	gtid := rec.GTID
@@ -614,44 +619,17 @@ func TestCloneInstanceWhileWritingThenReplicate(t *testing.T) {
 	r.Restart()
 	replica, err := mysql.Open(mysql.Config{Addr: r.Addr(), User: "root", Password: mariadb.RootPassword}, mysql.MySQL{})
 	if err != nil {
-		finishWriting()
 		t.Fatal(err)
 	}
 	defer replica.Close()
 	cloned, err := mysql.ParseGTIDSet(gtid)
 	if err != nil {
-		finishWriting()
 		t.Fatal(err)
 	}
 	if st, err := replica.State(ctx); err != nil || !st.BinlogState.Contains(cloned) || !st.ReadOnly {
-		finishWriting()
 		t.Fatalf("the cloned server holds %s (%v), read-only %v; the clone ended at %s", st.BinlogState, err, st.ReadOnly, gtid)
 	}
-	if err := replica.ChangeSource(ctx, mysql.Source{Host: m.Host, Port: m.Port, User: "replicant_repl", Password: "repl-pw"}); err != nil {
-		finishWriting()
-		t.Fatal(err)
-	}
-	if err := replica.StartReplica(ctx); err != nil {
-		finishWriting()
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond) // a few writes after replication started
-	finishWriting()
-	st, err := root.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := replica.WaitForGTID(ctx, st.BinlogState, 60*time.Second); err != nil {
-		rs, _ := replica.State(ctx)
-		t.Fatalf("replica did not catch up: %v (replica %+v)", err, rs.Replica)
-	}
-	if got, want := count(t, r), count(t, m); got != want || want != 200+int(written.Load()) {
-		t.Errorf("replica has %d rows, master %d, written %d", got, want, 200+written.Load())
-	}
-	t.Logf("rows written during the clone and after: %d; clone ended at %s", written.Load(), gtid)
-	if rs, _ := replica.State(ctx); rs.ServerID != 101 || !rs.Replica.Replicating() {
-		t.Errorf("replica state %+v", rs)
-	}
+	replicateAndCompare(t, ctx, root, replica, m, r, written, finishWriting, gtid)
 }
 
 // TestInterruptedCloneInstanceLeavesNothing (MySQL): a clone cancelled half way
