@@ -224,14 +224,26 @@ func (MySQL) ConfigSettings(semiSync bool) []Setting {
 	if !semiSync {
 		return settings
 	}
+	// The plugins' variables are "loose_": mysqld --initialize (the image's entrypoint
+	// runs it on an empty datadir with this configuration) loads no plugin and would
+	// refuse them as unknown. A started server loads the plugins first and sets them.
 	return append(settings,
 		Setting{"plugin_load_add", "semisync_source.so"},
 		Setting{"plugin_load_add", "semisync_replica.so"},
-		Setting{"rpl_semi_sync_replica_enabled", "ON"},
-		Setting{"rpl_semi_sync_source_enabled", "OFF"},
-		Setting{"rpl_semi_sync_source_wait_point", "AFTER_SYNC"},
+		Setting{"loose_rpl_semi_sync_replica_enabled", "ON"},
+		Setting{"loose_rpl_semi_sync_source_enabled", "OFF"},
+		Setting{"loose_rpl_semi_sync_source_wait_point", "AFTER_SYNC"},
 		// Never fall back to async (see MariaDB's ConfigSettings).
-		Setting{"rpl_semi_sync_source_timeout", "4294967295"},
-		Setting{"rpl_semi_sync_source_wait_no_replica", "ON"},
+		Setting{"loose_rpl_semi_sync_source_timeout", "4294967295"},
+		Setting{"loose_rpl_semi_sync_source_wait_no_replica", "ON"},
 	)
+}
+
+// ImageInitOverrides: super_read_only binds root too, and the official image's
+// entrypoint creates its users as root on a temporary server that reads replicant's
+// fragment; read_only stays on, so applications are still refused. Only the very
+// first start of a new cluster's pod 0 runs with it (the clone's "start empty"); the
+// controller opens that server as the master anyway.
+func (MySQL) ImageInitOverrides() []Setting {
+	return []Setting{{"super_read_only", "OFF"}}
 }

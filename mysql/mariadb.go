@@ -38,6 +38,10 @@ type Flavor interface {
 	// lossless semi-sync on the replica side with the master side off (the controller
 	// switches it on on the server it elects, so a lone master never waits for acks).
 	ConfigSettings(semiSync bool) []Setting
+	// ImageInitOverrides replace ConfigSettings while the server image's entrypoint
+	// initialises an empty datadir: it creates its users (MYSQL_ROOT_PASSWORD,
+	// MYSQL_USER…) on a temporary server that reads the same configuration.
+	ImageInitOverrides() []Setting
 }
 
 // Setting is one [mysqld] option.
@@ -202,6 +206,10 @@ func (MariaDB) OpenForProvisioning(context.Context, *sql.Conn) (func(context.Con
 // ReleaseWaitingCommits has nothing to do on MariaDB: a killed session stops
 // waiting for its acknowledgement (its client gets an error) and releases its locks.
 func (MariaDB) ReleaseWaitingCommits(context.Context, *Server) error { return nil }
+
+// ImageInitOverrides: none on MariaDB, whose read_only does not bind the image's
+// root account.
+func (MariaDB) ImageInitOverrides() []Setting { return nil }
 
 // ConfigSettings are MariaDB's [mysqld] settings for what Flavor.ConfigSettings
 // promises.

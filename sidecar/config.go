@@ -24,6 +24,10 @@ type ServerConfig struct {
 	Flavor         string // mariadb or mysql
 	ServerIDOffset int64
 	Durability     string // semi-sync or async
+	// ImageInitialises: the server image's entrypoint is about to initialise an empty
+	// datadir on a temporary server that reads this fragment too; the flavor's
+	// ImageInitOverrides apply (the clone's "start empty").
+	ImageInitialises bool
 }
 
 // Ordinal is the StatefulSet ordinal at the end of a pod name ("db-2" -> 2).
@@ -86,7 +90,16 @@ func (c ServerConfig) Fragment() (string, error) {
 	set("sync_binlog", "1")
 	set("innodb_flush_log_at_trx_commit", "1")
 	set("relay_log_recovery", "ON")
+	overrides := map[string]string{}
+	if c.ImageInitialises {
+		for _, o := range flavor.ImageInitOverrides() {
+			overrides[o.Name] = o.Value
+		}
+	}
 	for _, s := range flavor.ConfigSettings(c.Durability == "semi-sync") {
+		if v, ok := overrides[s.Name]; ok {
+			s.Value = v
+		}
 		set(s.Name, s.Value)
 	}
 	return b.String(), nil
@@ -128,6 +141,16 @@ func WriteConfig(c ServerConfig, confDir, imageConfDir, userConfDir string) ([]s
 		return nil, err
 	}
 	return append(written, FragmentName), nil
+}
+
+// WriteFragment replaces replicant's fragment in confDir alone (the clone container
+// lowers the fence for an image's initialisation this way).
+func WriteFragment(c ServerConfig, confDir string) error {
+	fragment, err := c.Fragment()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(confDir, FragmentName), []byte(fragment), 0o644)
 }
 
 // cnfFiles lists the *.cnf regular files of dir (following symlinks, as a ConfigMap

@@ -48,9 +48,9 @@ func TestFragment(t *testing.T) {
 	for _, line := range []string{"server_id = 102", "log_bin = mysql-bin", "log_replica_updates = ON", "gtid_mode = ON",
 		"enforce_gtid_consistency = ON", "read_only = ON", "super_read_only = ON", "skip_replica_start = ON", "sync_binlog = 1",
 		"replica_net_timeout = 4", "plugin_load_add = mysql_clone.so", "plugin_load_add = semisync_source.so",
-		"plugin_load_add = semisync_replica.so", "rpl_semi_sync_replica_enabled = ON", "rpl_semi_sync_source_enabled = OFF",
-		"rpl_semi_sync_source_wait_point = AFTER_SYNC", "rpl_semi_sync_source_timeout = 4294967295",
-		"rpl_semi_sync_source_wait_no_replica = ON"} {
+		"plugin_load_add = semisync_replica.so", "loose_rpl_semi_sync_replica_enabled = ON", "loose_rpl_semi_sync_source_enabled = OFF",
+		"loose_rpl_semi_sync_source_wait_point = AFTER_SYNC", "loose_rpl_semi_sync_source_timeout = 4294967295",
+		"loose_rpl_semi_sync_source_wait_no_replica = ON"} {
 		if !strings.Contains(got, "\n"+line+"\n") {
 			t.Errorf("MySQL fragment lacks %q:\n%s", line, got)
 		}
@@ -68,6 +68,46 @@ func TestFragment(t *testing.T) {
 		if _, err := bad.Fragment(); err == nil {
 			t.Errorf("%s: accepted %+v", name, bad)
 		}
+	}
+}
+
+// TestFragmentForImageInitialisation: while an image's entrypoint initialises an empty
+// datadir, MySQL's fragment keeps read_only (applications are refused) but not
+// super_read_only (the entrypoint creates its users as root); MariaDB's is unchanged.
+// WriteFragment replaces the fragment alone.
+func TestFragmentForImageInitialisation(t *testing.T) {
+	c := ServerConfig{PodName: "db-0", Namespace: "prod", Service: "mysql", Flavor: "mysql", ServerIDOffset: 100, Durability: "semi-sync"}
+	dir := t.TempDir()
+	other := filepath.Join(dir, "50-user.cnf")
+	if err := os.WriteFile(other, []byte("[mysqld]\nmax_connections = 7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.ImageInitialises = true
+	if err := WriteFragment(c, dir); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, FragmentName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(data)
+	for _, line := range []string{"read_only = ON", "super_read_only = OFF", "gtid_mode = ON"} {
+		if !strings.Contains(got, "\n"+line+"\n") {
+			t.Errorf("initialisation fragment lacks %q:\n%s", line, got)
+		}
+	}
+	if strings.Contains(got, "super_read_only = ON") {
+		t.Errorf("initialisation fragment fences root:\n%s", got)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("WriteFragment touched another file: %v", err)
+	}
+	c.Flavor = "mariadb"
+	withInit, _ := c.Fragment()
+	c.ImageInitialises = false
+	without, _ := c.Fragment()
+	if withInit != without {
+		t.Errorf("MariaDB's fragment changed for an image's initialisation:\n%s\nvs\n%s", withInit, without)
 	}
 }
 

@@ -77,6 +77,7 @@ binlog/relay log names, semi-sync). Reads POD_NAME, POD_NAMESPACE, REPLICANT_SER
 	config.Flags().StringVar(&userConfDir, "user-conf-dir", "", "the user's own conf.d volume, copied in first")
 
 	var cloneOpts serverOptions
+	var cloneConfDir string
 	cloneCfg := sidecar.CloneConfig{}
 	var restoreTo string
 	clone := &cobra.Command{
@@ -125,8 +126,21 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 			cloneCfg.Log = newLogger().WithName("clone")
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			_, err := sidecar.Clone(ctx, cloneCfg)
-			return err
+			decision, err := sidecar.Clone(ctx, cloneCfg)
+			if err != nil || decision != sidecar.DecisionStartEmpty {
+				return err
+			}
+			// The image's entrypoint initialises the datadir on a temporary server that
+			// reads the same conf.d: the fragment as the flavor needs it for that.
+			c := sidecar.ServerConfig{
+				PodName: cloneCfg.PodName, Namespace: ns, Service: os.Getenv("REPLICANT_SERVICE"),
+				Flavor: cloneOpts.flavor, ServerIDOffset: cloneOpts.serverIDOffset, Durability: cloneOpts.durability,
+				ImageInitialises: true,
+			}
+			if err := sidecar.WriteFragment(c, cloneConfDir); err != nil {
+				return fmt.Errorf("the fragment for the image's initialisation: %w", err)
+			}
+			return nil
 		},
 	}
 	cloneOpts.bind(clone)
@@ -136,6 +150,7 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 	clone.Flags().StringVar(&cloneCfg.StateFile, "state-file", "", "the controller's state of the cluster (pod 0 starts empty only when it names no master)")
 	clone.Flags().StringVar(&cloneCfg.ReplicasURL, "replicas-url", "", "sidecars of the healthy replicas (default http://<sts>-replicas.<namespace>.svc:8080)")
 	clone.Flags().StringVar(&cloneCfg.MasterURL, "master-url", "", "sidecar of the master (default http://<sts>-master.<namespace>.svc:8080)")
+	clone.Flags().StringVar(&cloneConfDir, "conf-dir", inject.ConfDir, "the server's conf.d, where replicant's fragment is (rewritten for an image's initialisation)")
 	clone.Flags().DurationVar(&cloneCfg.IdleTimeout, "idle-timeout", 5*time.Minute, "give up a clone whose source sent nothing for this long (its backup is stopped; Kubernetes retries)")
 
 	var serveOpts serverOptions
