@@ -261,7 +261,13 @@ func strip(tpl *corev1.PodTemplateSpec, stsName string) error {
 func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 	var problems Problems
 	if opts.Flavor == FlavorMySQL {
-		problems.add("annotation %s: flavor mysql is not supported by this replicant release yet; allowed: mariadb", AnnFlavor)
+		// MySQL backups (a CLONE to a local directory streamed out) are not built yet: a
+		// schedule that never produced a backup would be worse than a refusal.
+		for _, a := range []struct{ name, value string }{{AnnBackupURI, opts.BackupURI}, {AnnInitURI, opts.InitURI}} {
+			if a.value != "" {
+				problems.add("annotation %s: backups and restores of flavor mysql are not supported by this replicant release yet (replication, failover, takeover and cloning are); allowed: remove %s, or flavor mariadb", a.name, a.name)
+			}
+		}
 	}
 	if c := findContainer(sts.Spec.Template.Spec.Containers, opts.Container); opts.Flavor == FlavorMySQL && c >= 0 {
 		if tooOld := mysqlTooOld(sts.Spec.Template.Spec.Containers[c].Image); tooOld != "" {
@@ -363,7 +369,9 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 		cloneArgs = append(cloneArgs, "--restore-to="+opts.RestoreTo)
 	}
 	clone := serverContainer(ContainerClone, cloneArgs, slices.Concat(pod, credentialEnv(opts)),
-		[]corev1.VolumeMount{binMount, datadir, {Name: VolumeConf, MountPath: ConfDir, ReadOnly: true},
+		// conf.d is writable: on "start empty" the clone rewrites the fragment for the
+		// image's initialisation (a flavor's ImageInitOverrides).
+		[]corev1.VolumeMount{binMount, datadir, {Name: VolumeConf, MountPath: ConfDir},
 			// Pod 0 starts an empty server only when this says the cluster never had a master.
 			{Name: VolumeState, MountPath: StateDir, ReadOnly: true}})
 	if opts.InitURI != "" && opts.BackupSecret != "" {

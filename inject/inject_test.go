@@ -200,6 +200,35 @@ func TestMutateInjectsWhatTheDesignNames(t *testing.T) {
 	}
 }
 
+// TestMutateMySQL: a StatefulSet whose image says MySQL is injected like a MariaDB one;
+// every replicant container is told the flavor, and the clone container, whose CLONE
+// INSTANCE logs in to the donor itself, also gets the replication account.
+func TestMutateMySQL(t *testing.T) {
+	in := userStatefulSet()
+	db := &in.Spec.Template.Spec.Containers[0]
+	db.Name, db.Image = "mysql", "mysql:9.7"
+	out := mustMutate(t, in, testConfig)
+	spec := out.Spec.Template.Spec
+	if got, want := names(spec.Containers), []string{"mysql", ContainerSidecar}; !reflect.DeepEqual(got, want) {
+		t.Errorf("containers = %v, want %v", got, want)
+	}
+	for _, name := range []string{ContainerConfig, ContainerClone, ContainerSidecar} {
+		c := container(t, append(spec.InitContainers, spec.Containers...), name)
+		if !slices.Contains(c.Args, "--flavor=mysql") && !slices.Contains(c.Command, "--flavor=mysql") {
+			t.Errorf("%s is not told the flavor: %v %v", name, c.Command, c.Args)
+		}
+	}
+	env := map[string]bool{}
+	for _, e := range container(t, spec.InitContainers, ContainerClone).Env {
+		env[e.Name] = e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil
+	}
+	for _, name := range []string{"REPLICANT_REPLICATION_USER", "REPLICANT_REPLICATION_PASSWORD"} {
+		if !env[name] {
+			t.Errorf("clone container: %s is not taken from the credentials Secret (env %v)", name, env)
+		}
+	}
+}
+
 func TestMutateIsIdempotent(t *testing.T) {
 	once := mustMutate(t, userStatefulSet(), testConfig)
 	twice := mustMutate(t, once, testConfig)
@@ -307,7 +336,14 @@ func TestRefusals(t *testing.T) {
 		want   []string
 	}{
 		{"unknown flavor", ann(AnnFlavor, "postgres"), []string{AnnFlavor, `"postgres"`, "mariadb or mysql"}},
-		{"mysql not yet", ann(AnnFlavor, "mysql"), []string{AnnFlavor, "mysql is not supported", "allowed: mariadb"}},
+		{"mysql backups not yet", func(s *appsv1.StatefulSet) {
+			ann(AnnFlavor, "mysql")(s)
+			ann(AnnBackupURI, "s3://b/p")(s)
+		}, []string{AnnBackupURI, "flavor mysql are not supported", "remove " + AnnBackupURI}},
+		{"mysql restores not yet", func(s *appsv1.StatefulSet) {
+			ann(AnnFlavor, "mysql")(s)
+			ann(AnnInitURI, "s3://b/p/default/db/latest")(s)
+		}, []string{AnnInitURI, "flavor mysql are not supported"}},
 		{"mysql too old", func(s *appsv1.StatefulSet) {
 			s.Spec.Template.Spec.Containers[0].Image = "registry.example.com/mysql:5.7.44"
 			ann(AnnFlavor, "mysql")(s)
