@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds what the local cluster runs that is not a Kubernetes binary (those come from
-# hack/k8s-bins.sh): CoreDNS, cert-manager, the MariaDB root filesystem, and the image
+# hack/k8s-bins.sh): CoreDNS, cert-manager, the MariaDB root filesystems, and the image
 # tarballs cluster.sh imports into containerd. Everything slow is cached in $CACHE and
 # skipped when present; bin/ gets links. The debootstrap (network and disk bound) runs
 # beside the Go builds (CPU bound).
@@ -107,4 +107,19 @@ for v in 10.11:bookworm 11.8:trixie; do
   fi
   ln -sfn "$mariadb_tar" "$images/mariadb-$version.tar"
 done
+# MySQL 9.7: Debian sid's mysql-server-core (the Makefile's mysql-rootfs target) with the
+# official image's configuration layout and an entrypoint like its own. The tarball's
+# name carries a digest of both files, so a change to either makes a new image.
+mysql_rootfs=$CACHE/mysql-rootfs-sid
+mysql_sum=$(cat "$here/mysql-entrypoint.sh" "$here/mysql-my.cnf" | sha256sum | cut -c1-12)
+mysql_tar=$CACHE/images/mysql-9.7-$mysql_sum.tar
+if [ ! -s "$mysql_tar" ]; then
+  [ -x "$mysql_rootfs/usr/sbin/mysqld" ] || { echo "no MySQL root filesystem: make mysql-rootfs" >&2; exit 1; }
+  install -D -m 0755 "$here/mysql-entrypoint.sh" "$mysql_rootfs/usr/local/bin/docker-entrypoint.sh"
+  install -D -m 0644 "$here/mysql-my.cnf" "$mysql_rootfs/etc/mysql/my.cnf"
+  mkdir -p "$mysql_rootfs/etc/mysql/conf.d"
+  "$here/mkimage.sh" docker.io/library/mysql:9.7 "$mysql_tar" "$mysql_rootfs" '["docker-entrypoint.sh"]' "" '["mysqld"]'
+  log "image docker.io/library/mysql:9.7"
+fi
+ln -sfn "$mysql_tar" "$images/mysql-9.7.tar"
 log "done: $(ls "$images" | wc -l) images in $images"
