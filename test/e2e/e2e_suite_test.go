@@ -82,8 +82,8 @@ var _ = ReportAfterEach(func(r SpecReport) {
 	// What a person would look at first.
 	for _, args := range [][]string{
 		{"get", "pods", "-A", "-o", "wide", "-L", "replicant.dev/role,replicant.dev/healthy"},
-		{"get", "statefulset", "db", "-o", "jsonpath={.metadata.annotations}"},
-		{"get", "configmap", "db-replicant-state", "-o", "jsonpath={.data.state}"},
+		{"get", "statefulset", sts, "-o", "jsonpath={.metadata.annotations}"},
+		{"get", "configmap", sts + "-replicant-state", "-o", "jsonpath={.data.state}"},
 		{"get", "events", "--sort-by=.lastTimestamp"},
 		{"-n", "replicant-system", "logs", "deployment/replicant", "--tail=80"},
 	} {

@@ -23,11 +23,35 @@ import (
 
 const (
 	ns       = "default"
-	sts      = "db"
-	alias    = "db.default"
-	appPass  = "demo-app-secret" // docs/examples/mariadb.yaml
+	appPass  = "demo-app-secret" // docs/examples/mariadb.yaml and mysql.yaml
 	rootPass = "demo-root-secret"
 )
+
+// The StatefulSet the specs work on: the MariaDB story's (docs/examples/mariadb.yaml),
+// or the MySQL one's (docs/examples/mysql.yaml) while that story runs (useStory).
+var (
+	sts         = "db"
+	alias       = "db.default"
+	headless    = "mysql"   // its headless Service
+	dbContainer = "mariadb" // the server's container
+	serverCLI   = "mariadb" // the client in that container's image
+)
+
+// useStory points the helpers at another StatefulSet until the calling container
+// ends.
+func useStory(name, service, container, cli string) {
+	saved := []string{sts, alias, headless, dbContainer, serverCLI}
+	sts, alias, headless, dbContainer, serverCLI = name, name+"."+ns, service, container, cli
+	DeferCleanup(func() {
+		sts, alias, headless, dbContainer, serverCLI = saved[0], saved[1], saved[2], saved[3], saved[4]
+	})
+}
+
+// podN is the StatefulSet's pod with ordinal i.
+func podN(i int) string { return fmt.Sprintf("%s-%d", sts, i) }
+
+// instance is that pod's server as topology names it: <pod>.<service>.<namespace>:3306.
+func instance(i int) string { return fmt.Sprintf("%s.%s.%s:3306", podN(i), headless, ns) }
 
 // run runs a command with the cluster's kubeconfig and returns its combined output.
 func run(timeout time.Duration, name string, args ...string) (string, error) {
@@ -72,7 +96,7 @@ func sql(host, query string) (string, error) {
 
 // rootSQL runs a query as root on one pod's server, over its local socket.
 func rootSQL(pod, query string) (string, error) {
-	out, err := kubectl("exec", pod, "-c", "mariadb", "--", "mariadb", "-uroot", "-p"+rootPass, "-N", "-s", "-e", query)
+	out, err := kubectl("exec", pod, "-c", dbContainer, "--", serverCLI, "-uroot", "-p"+rootPass, "-N", "-s", "-e", query)
 	return strings.TrimSpace(out), err
 }
 
@@ -199,9 +223,10 @@ func eventuallySettled(n int, timeout time.Duration) {
 	Eventually(func() error { return settled(n) }).WithTimeout(timeout).WithPolling(time.Second).Should(Succeed())
 }
 
-func readExample() string {
+// readExample is a file of docs/examples.
+func readExample(name string) string {
 	GinkgoHelper()
-	data, err := os.ReadFile(filepath.Join(root, "docs", "examples", "mariadb.yaml"))
+	data, err := os.ReadFile(filepath.Join(root, "docs", "examples", name))
 	Expect(err).NotTo(HaveOccurred())
 	return string(data)
 }

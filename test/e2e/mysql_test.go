@@ -1,0 +1,90 @@
+package e2e_test
+
+import (
+	"regexp"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/replicant-dev/replicant/inject"
+)
+
+// The seed's walk-through on MySQL (docs/examples/mysql.yaml: the image mysql:9.7,
+// built here from Debian sid's mysql-server-core with an entrypoint like the official
+// one's), then the failures that matter most: a hand-over, the master's pod deleted,
+// its network cut with a client on each side, its server killed, its node lost. The
+// cluster is removed at the end, so the MariaDB story runs on a machine as before.
+var _ = Describe("a plain MySQL StatefulSet labelled for replicant", Ordered, func() {
+	BeforeAll(func() {
+		useStory("mydb", "mydb", "mysql", "mysql")
+		DeferCleanup(func() {
+			_, _ = kubectl("delete", "-f", "docs/examples/mysql.yaml", "--ignore-not-found", "--timeout=2m")
+			_, _ = kubectl("delete", "pvc", "-l", "app=mydb", "--ignore-not-found", "--timeout=2m")
+		})
+	})
+
+	It("is refused, saying why, when its MySQL is older than 8.0.23 or it asks for backups; nothing is stored", func() {
+		example := readExample("mysql.yaml")
+		old := strings.Replace(example, "image: mysql:9.7", "image: mysql:8.0.22", 1)
+		Expect(old).To(ContainSubstring("mysql:8.0.22"))
+		out, err := runStdin(old, "apply", "-f", "-")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring(`"mysql:8.0.22"`))
+		Expect(out).To(ContainSubstring("8.0.23 or later"))
+
+		backups := strings.Replace(example, "    replicant.dev/inject: enabled\n",
+			"    replicant.dev/inject: enabled\n  annotations:\n    replicant.dev/backup-uri: s3://backups/db\n", 1)
+		Expect(backups).To(ContainSubstring("backup-uri"))
+		out, err = runStdin(backups, "apply", "-f", "-")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring(inject.AnnBackupURI))
+		Expect(out).To(ContainSubstring("flavor mysql are not supported"))
+		_, err = kubectl("get", "statefulset", sts)
+		Expect(err).To(HaveOccurred(), "nothing stored")
+	})
+
+	It("is injected when applied: the image's name says MySQL", func() {
+		mustKubectl("apply", "-f", "docs/examples/mysql.yaml")
+		out := mustKubectl("get", "statefulset", sts, "-o",
+			`jsonpath={range .spec.template.spec.initContainers[*]}{.name}{" "}{end}{range .spec.template.spec.containers[*]}{.name}{" "}{end}`)
+		Expect(strings.Fields(out)).To(Equal([]string{"replicant-install", "replicant-config", "replicant-clone", "mysql", "replicant-sidecar"}))
+		Expect(mustKubectl("get", "statefulset", sts, "-o", `jsonpath={.spec.template.spec.initContainers[?(@.name=="replicant-clone")].command}`)).
+			To(ContainSubstring("--flavor=mysql"))
+	})
+
+	It("comes up as one master and two replicas; pods 1 and 2 clone with MySQL's CLONE plugin", func() {
+		eventuallySettled(3, 8*time.Minute)
+		Expect(master()).To(Equal(podN(0)))
+		Expect(cloneLog(podN(0))).To(ContainSubstring("decision: start empty"))
+		for _, i := range []int{1, 2} {
+			log := cloneLog(podN(i))
+			Expect(log).To(MatchRegexp(`decision: clone from (a healthy replica|the master)","source":"http://` + sts + `-(replicas|master)\.`))
+			Expect(log).To(ContainSubstring("clone complete"))
+		}
+		Expect(serviceEndpoints(sts + "-master")).To(Equal([]string{podN(0)}))
+		Expect(serviceEndpoints(sts + "-replicas")).To(Equal([]string{podN(1), podN(2)}))
+		topo, err := replicant("topology", "-a", alias)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(topo).To(MatchRegexp(`(?m)^` + regexp.QuoteMeta(instance(0)) + ` .*\[0s,ok,9\.7\.\d+[^,]*,rw,ROW,>>,GTID\]`))
+		Expect(topo).To(MatchRegexp(`(?m)^\+ ` + regexp.QuoteMeta(instance(1)) + ` .*\[\d+s,ok,9\.7\.\d+[^,]*,ro,ROW,>>,GTID\]`))
+		Expect(topo).To(MatchRegexp(`(?m)^\+ ` + regexp.QuoteMeta(instance(2)) + ` `))
+		// Replicas are fenced with super_read_only: root cannot write on them either.
+		for _, i := range []int{1, 2} {
+			Expect(rootSQL(podN(i), "SELECT @@super_read_only")).To(Equal("1"), "%s fenced for root too", podN(i))
+		}
+	})
+
+	It("takes writes through mydb-master and serves them through mydb-replicas", takesWritesThroughServices)
+
+	It("hands the master over gracefully; the old master is a replica at once", handsOverGracefully)
+
+	It("hands the master over when its pod is deleted: nothing lost, the pod rejoins without cloning", handsOverWhenMasterPodDeleted)
+
+	It("acknowledges no write a failover drops when the master's network is cut, with a client on each side; never two writable servers", losesNoAcknowledgedWriteWhenMasterCutOff)
+
+	It("keeps every acknowledged write when the master's server is SIGKILLed (OOM) and restarts in place", keepsWritesWhenMasterCrashes)
+
+	It("fails over when the master's node is lost (server killed, pod force-deleted); the new pod rejoins as a replica", failsOverWhenMasterNodeLost)
+})
