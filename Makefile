@@ -44,7 +44,7 @@ build:
 test: deps cluster-build lint
 	CERT_MANAGER_CRDS="$$(go mod download -json github.com/cert-manager/cert-manager@$(CERT_MANAGER_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p')/deploy/crds" \
 		go test -count=1 ./...
-	REPLICANT_E2E=1 go test -count=1 -timeout 40m -v ./test/e2e/
+	REPLICANT_E2E=1 go test -count=1 -timeout 60m -v ./test/e2e/
 	go test -run '^$$' -fuzz FuzzAnnotations -fuzztime 15s ./inject/
 	go test -run '^$$' -fuzz FuzzGTIDSet -fuzztime 10s ./mysql/
 
@@ -135,9 +135,10 @@ cluster-build: deps
 		REPLICANT_IMAGE=$(REPLICANT_IMAGE) test/cluster/build.sh
 
 ## demo: a real single-node cluster, replicant installed from manifests/, the whole job
-## shown step by step. KEEP=1 leaves the cluster running (make demo-down removes it).
+## shown step by step. KEEP=1 leaves the cluster running (make demo-down removes it);
+## FLAVOR=mysql shows it on MySQL 9.7 (docs/examples/mysql.yaml).
 demo: cluster-build
-	@KEEP=$(KEEP) hack/demo.sh
+	@KEEP=$(KEEP) FLAVOR=$(FLAVOR) hack/demo.sh
 
 demo-down:
 	@test/cluster/cluster.sh down
@@ -145,7 +146,7 @@ demo-down:
 ## e2e: the end-to-end suite (ginkgo) on a fresh local cluster, removed afterwards
 ## (REPLICANT_E2E_KEEP=1 keeps it); also part of make test
 e2e: cluster-build
-	REPLICANT_E2E=1 go test -count=1 -timeout 40m -v ./test/e2e/
+	REPLICANT_E2E=1 go test -count=1 -timeout 60m -v ./test/e2e/
 
 clean:
 	rm -rf bin

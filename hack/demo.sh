@@ -2,6 +2,8 @@
 # make demo: replicant's whole job on a real single-node cluster built on this machine,
 # step by step, printing every command it runs (as the Presslabs walk-through does on
 # minikube). KEEP=1 leaves the cluster running; `make demo-down` removes it.
+# FLAVOR=mysql runs it on MySQL 9.7 (docs/examples/mysql.yaml) instead of MariaDB,
+# without the MariaDB-only steps (the 10.11 -> 11.8 upgrade, backups).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,6 +13,14 @@ cluster=test/cluster/cluster.sh
 eval "$($cluster env)"
 NS=default
 APP_PW=demo-app-secret
+FLAVOR=${FLAVOR:-mariadb}
+case "$FLAVOR" in
+  # STS the StatefulSet, SVC its headless Service, CONTAINER the server's container
+  # and CLI the client in its image.
+  mariadb) STS=db SVC=mysql CONTAINER=mariadb CLI=mariadb EXAMPLE=docs/examples/mariadb.yaml ;;
+  mysql) STS=mydb SVC=mydb CONTAINER=mysql CLI=mysql EXAMPLE=docs/examples/mysql.yaml ;;
+  *) echo "FLAVOR=$FLAVOR: allowed: mariadb, mysql" >&2; exit 2 ;;
+esac
 demo_started=$(date +%s)
 
 finish() {
@@ -27,7 +37,7 @@ finish() {
     echo; echo "The cluster keeps running. Try:"
     echo "  export KUBECONFIG=$KUBECONFIG PATH=$root/bin:\$PATH"
     echo "  kubectl get pods -L replicant.dev/role,replicant.dev/healthy"
-    echo "  replicant -c topology -a db.default"
+    echo "  replicant -c topology -a $STS.$NS"
     echo "Remove it with: make demo-down"
   else
     $cluster down
@@ -54,12 +64,12 @@ wait_for() {
 # settled N: N pods Ready, exactly one master, every other a healthy replica.
 settled() {
   local want=$1 out
-  out=$(kubectl get pods -l app=db -o jsonpath='{range .items[*]}{.metadata.labels.replicant\.dev/role}/{.metadata.labels.replicant\.dev/healthy}/{.status.containerStatuses[*].ready}{"\n"}{end}')
+  out=$(kubectl get pods -l app=$STS -o jsonpath='{range .items[*]}{.metadata.labels.replicant\.dev/role}/{.metadata.labels.replicant\.dev/healthy}/{.status.containerStatuses[*].ready}{"\n"}{end}')
   [ "$(grep -c . <<<"$out")" = "$want" ] || return 1
   [ "$(grep -c '^master/yes/true true$' <<<"$out")" = 1 ] || return 1
   [ "$(grep -c '^replica/yes/true true$' <<<"$out")" = $(( want - 1 )) ]
 }
-master() { kubectl get pods -l app=db,replicant.dev/role=master -o jsonpath='{.items[0].metadata.name}'; }
+master() { kubectl get pods -l app=$STS,replicant.dev/role=master -o jsonpath='{.items[0].metadata.name}'; }
 
 step "0. A single-node Kubernetes cluster from this machine's own builds"
 t=$(date +%s)
@@ -75,41 +85,41 @@ wait_for 120 "the webhook's CA bundle (set by the manager from cert-manager's CA
   test -n "$(kubectl get mutatingwebhookconfiguration replicant -o jsonpath='{.webhooks[0].clientConfig.caBundle}')"
 echo "replicant installed in $(( $(date +%s) - t ))s"
 
-step "1. A plain 3-replica MariaDB StatefulSet, labelled replicant.dev/inject=enabled"
-run grep -n 'replicant' docs/examples/mariadb.yaml
-run kubectl apply -f docs/examples/mariadb.yaml
+step "1. A plain 3-replica $FLAVOR StatefulSet, labelled replicant.dev/inject=enabled"
+run grep -n 'replicant\|image:' $EXAMPLE
+run kubectl apply -f $EXAMPLE
 echo "What the webhook injected into the stored template:"
-run kubectl get statefulset db -o jsonpath='{range .spec.template.spec.initContainers[*]}init:    {.name}{"\n"}{end}{range .spec.template.spec.containers[*]}container: {.name}{"\n"}{end}{range .spec.template.spec.volumes[*]}volume:  {.name}{"\n"}{end}'
-run kubectl get statefulset db -o jsonpath='{.spec.template.metadata.annotations}{"\n"}{.metadata.labels}{"\n"}'
+run kubectl get statefulset $STS -o jsonpath='{range .spec.template.spec.initContainers[*]}init:    {.name}{"\n"}{end}{range .spec.template.spec.containers[*]}container: {.name}{"\n"}{end}{range .spec.template.spec.volumes[*]}volume:  {.name}{"\n"}{end}'
+run kubectl get statefulset $STS -o jsonpath='{.spec.template.metadata.annotations}{"\n"}{.metadata.labels}{"\n"}'
 
-step "2. Pods come up: db-0 starts empty, db-1 and db-2 clone"
+step "2. Pods come up: $STS-0 starts empty, $STS-1 and $STS-2 clone"
 t=$(date +%s)
 wait_for 420 "3 pods: one master, two healthy replicas" settled 3
 echo "3 pods settled in $(( $(date +%s) - t ))s"
-for p in db-0 db-1 db-2; do run kubectl logs "$p" -c replicant-clone; done
+for p in $STS-0 $STS-1 $STS-2; do run kubectl logs "$p" -c replicant-clone; done
 run kubectl get pods -L replicant.dev/role,replicant.dev/healthy
-run replicant -c topology -a db.default
+run replicant -c topology -a $STS.$NS
 
-step "3. Writes through db-master from a client pod, reads through db-replicas"
+step "3. Writes through $STS-master from a client pod, reads through $STS-replicas"
 run kubectl run client --image=mariadb:10.11 --restart=Never --command -- sleep 3600
 wait_for 60 "the client pod" kubectl wait --for=condition=Ready pod/client --timeout=1s
-run sql db-master "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64), server VARCHAR(64))"
-for i in $(seq 1 20); do sql db-master "INSERT INTO orders (note, server) VALUES ('step3-$i', @@hostname)"; done
-echo "20 rows written through db-master"
+run sql $STS-master "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64), server VARCHAR(64))"
+for i in $(seq 1 20); do sql $STS-master "INSERT INTO orders (note, server) VALUES ('step3-$i', @@hostname)"; done
+echo "20 rows written through $STS-master"
 sleep 1
-run sql db-replicas "SELECT @@hostname AS replica, COUNT(*) AS orders FROM orders"
+run sql $STS-replicas "SELECT @@hostname AS replica, COUNT(*) AS orders FROM orders"
 
-step "4. Graceful master takeover to db-1"
-run replicant graceful-master-takeover -a db.default -d db-1
+step "4. Graceful master takeover to $STS-1"
+run replicant graceful-master-takeover -a $STS.$NS -d $STS-1
 wait_for 60 "the old master back as a healthy replica" settled 3
-run replicant topology -a db.default
+run replicant topology -a $STS.$NS
 
 # A writer in the client pod: one INSERT (a new connection each) every 100 ms,
 # printing epoch-ms, ok/fail, the attempt and the server that took it (or the error).
 writer() {
   kubectl exec client -- bash -c '
     for i in $(seq 1 '"$2"'); do
-      if out=$(timeout 5 mariadb -h db-master -uapp -p'"$APP_PW"' --connect-timeout=1 -N shop \
+      if out=$(timeout 5 mariadb -h '"$STS"'-master -uapp -p'"$APP_PW"' --connect-timeout=1 -N shop \
           -e "INSERT INTO orders (note, server) VALUES (\"'"$1"'-$i\", @@hostname); SELECT @@hostname" 2>&1); then
         echo "$(date +%s%3N) ok $i $out"
       else
@@ -119,7 +129,7 @@ writer() {
     done'
 }
 # failure_kinds LOG: how the refused writes failed. "read-only" came from a server
-# that was no longer master but still behind db-master until kube-proxy followed the
+# that was no longer master but still behind the master Service until kube-proxy followed the
 # label change; the others never reached a server.
 failure_kinds() {
   local ro refused timeout other
@@ -143,7 +153,7 @@ under_load() {
   sleep 3
   at=$(ms)
   run "$@"
-  wait_for 60 "a new master" bash -c "kubectl get pods -l app=db,replicant.dev/role=master -o name | grep -qv /$old"
+  wait_for 60 "a new master" bash -c "kubectl get pods -l app=$STS,replicant.dev/role=master -o name | grep -qv /$old"
   new=$(master)
   wait "$writer_pid" || true
   first_fail=$(awk -v t="$at" '$1 > t && $2 == "fail" {print $1; exit}' "$log")
@@ -153,7 +163,7 @@ under_load() {
   acked_notes+=$(awk -v p="$prefix" '$2 == "ok" {printf "\x27%s-%s\x27,", p, $3}' "$log")
   echo "$what: master $old -> $new."
   if [ -n "$first_fail" ]; then
-    echo "  writes refused from $(( first_fail - at )) ms after the command; accepted through db-master again $(( back - at )) ms after it"
+    echo "  writes refused from $(( first_fail - at )) ms after the command; accepted through $STS-master again $(( back - at )) ms after it"
   else
     echo "  no write refused; the first write on $new came $(( back - at )) ms after the command"
   fi
@@ -161,24 +171,24 @@ under_load() {
 }
 
 step "5. The master pod is deleted under a steady write load"
-echo "(its preStop hook holds mariadbd until the controller has handed the master role over)"
+echo "(its preStop hook holds the server until the controller has handed the master role over)"
 old=$(master)
 under_load delete "pod deleted" kubectl delete pod "$old" --wait=false
-run kubectl get statefulset db -o jsonpath='{.metadata.annotations.replicant\.dev/last-operation}{"\n"}'
+run kubectl get statefulset $STS -o jsonpath='{.metadata.annotations.replicant\.dev/last-operation}{"\n"}'
 wait_for 240 "$old back as a healthy replica" settled 3
 run kubectl logs "$old" -c replicant-clone
-run replicant topology -a db.default
+run replicant topology -a $STS.$NS
 
 step "5b. The master's network is cut off for 25 s, with a client on each side"
 echo "(every packet of its pod's network namespace but loopback dropped; one client writes through"
-echo " db-master from outside, one from inside the master's pod to 127.0.0.1: commits there wait for"
+echo " $STS-master from outside, one from inside the master's pod to 127.0.0.1: commits there wait for"
 echo " a replica that never answers, its write lease runs out and its sidecar fences it)"
 old=$(master)
 quarantined() { kubectl get pod "$old" -o jsonpath='{.metadata.annotations.replicant\.dev/status}' | grep -q errantGTIDs; }
 back_or_quarantined() { settled 3 || quarantined; }
 inside_log=/tmp/replicant-demo-inside.log
-kubectl exec "$old" -c mariadb -- bash -c 'end=$((SECONDS+40)); i=0; while [ $SECONDS -lt $end ]; do i=$((i+1))
-  if timeout 5 mariadb -h127.0.0.1 -uapp -p'"$APP_PW"' --connect-timeout=1 -N shop \
+kubectl exec "$old" -c $CONTAINER -- bash -c 'end=$((SECONDS+40)); i=0; while [ $SECONDS -lt $end ]; do i=$((i+1))
+  if timeout 5 '"$CLI"' -h127.0.0.1 -uapp -p'"$APP_PW"' --connect-timeout=1 -N shop \
       -e "INSERT INTO orders (note, server) VALUES (\"inside-$i\", @@hostname)" 2>/dev/null; then
     echo "$(date +%s%3N) ok $i"; else echo "$(date +%s%3N) fail $i"; fi; sleep 0.05; done' >"$inside_log" 2>&1 &
 inside_pid=$!
@@ -202,7 +212,7 @@ if quarantined; then
   wait_for 240 "$old re-cloned as a healthy replica" settled 3
 fi
 run kubectl get events --field-selector reason=Failover -o custom-columns=MESSAGE:.message
-run replicant topology -a db.default
+run replicant topology -a $STS.$NS
 
 step "5c. The master's node is lost: its server is killed and its pod force-deleted"
 old=$(master)
@@ -211,7 +221,7 @@ old=$(master)
 # The node is cordoned first: as with a really lost node, the replacement pod cannot
 # start until the node is back (here it would restart in place at once).
 node=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
-lose_node() { run kubectl cordon "$node" && run "$cluster" crash "$NS" "$1" mariadb && run kubectl delete pod "$1" --grace-period=0 --force; }
+lose_node() { run kubectl cordon "$node" && run "$cluster" crash "$NS" "$1" $CONTAINER && run kubectl delete pod "$1" --grace-period=0 --force; }
 # Within minutes of 5b's failover, the anti-flapping window holds the automatic one
 # (a FailoverHeld Warning says why); a person asks, as orchestrator's users do.
 held_anti_flap() { kubectl get events --field-selector reason=FailoverHeld -o jsonpath='{.items[*].message}' | grep -q anti-flapping; }
@@ -221,7 +231,7 @@ lose_node_then_ask() {
   wait_for 60 "a failover or a hold" new_master_or_held
   if ! { m=$(master) && [ -n "$m" ] && [ "$m" != "$old" ]; }; then
     run kubectl get events --field-selector reason=FailoverHeld -o custom-columns=MESSAGE:.message
-    run replicant force-master-failover -a db.default
+    run replicant force-master-failover -a $STS.$NS
   fi
 }
 under_load force "node lost" lose_node_then_ask "$old"
@@ -239,8 +249,9 @@ fi
 run kubectl get events --field-selector reason=Failover -o custom-columns=MESSAGE:.message
 run kubectl logs "$old" -c replicant-clone
 run kubectl get pods -L replicant.dev/role,replicant.dev/healthy
-run replicant topology -a db.default
+run replicant topology -a $STS.$NS
 
+if [ "$FLAVOR" = mariadb ]; then
 step "5d. MariaDB 10.11 -> 11.8 under a steady write load: replicas first, the master last by hand-over"
 echo "(the webhook set updateStrategy OnDelete: replicant rolls the pods, one at a time, each once the last one replicates again)"
 old=$(master)
@@ -249,29 +260,34 @@ writer upgrade 900 >"$log" 2>&1 &
 writer_pid=$!
 sleep 3
 at=$(ms)
-run kubectl set image statefulset/db mariadb=mariadb:11.8
-wait_for 300 "both versions in the topology" bash -c "replicant topology -a db.default | grep -q ',11\.8\.'"
-run replicant topology -a db.default
-upgraded() { settled 3 && ! replicant topology -a db.default | grep -q ',10\.11\.'; }
+run kubectl set image statefulset/$STS mariadb=mariadb:11.8
+wait_for 300 "both versions in the topology" bash -c "replicant topology -a $STS.$NS | grep -q ',11\.8\.'"
+run replicant topology -a $STS.$NS
+upgraded() { settled 3 && ! replicant topology -a $STS.$NS | grep -q ',10\.11\.'; }
 wait_for 600 "every server on 11.8" upgraded
 took=$(( $(ms) - at ))
 wait "$writer_pid" || true
-run replicant topology -a db.default
+run replicant topology -a $STS.$NS
 run kubectl get events --field-selector reason=RollingUpdate -o custom-columns=MESSAGE:.message
-run kubectl get statefulset db -o jsonpath='{.metadata.annotations.replicant\.dev/last-operation}{"\n"}'
+run kubectl get statefulset $STS -o jsonpath='{.metadata.annotations.replicant\.dev/last-operation}{"\n"}'
 acked_notes+=$(awk '$2 == "ok" {printf "\x27upgrade-%s\x27,", $3}' "$log")
 echo "upgraded in $(( took / 1000 )) s; master $old -> $(master)."
 echo "  writer: $(grep -c ' ok ' "$log" || true) writes acknowledged, $(grep -c ' fail ' "$log" || true) refused (one attempt every 100 ms): $(failure_kinds "$log")"
+fi
 
 step "6. Every acknowledged row is on every server"
 want=$(( 20 + $(tr ',' '\n' <<<"$acked_notes" | grep -c .) ))
 sleep 2
-for p in db-0 db-1 db-2; do
-  got=$(sql "$p.mysql.$NS.svc.cluster.local" "SELECT COUNT(*) FROM orders WHERE note LIKE 'step3-%' OR note IN (${acked_notes%,})")
+for p in $STS-0 $STS-1 $STS-2; do
+  got=$(sql "$p.$SVC.$NS.svc.cluster.local" "SELECT COUNT(*) FROM orders WHERE note LIKE 'step3-%' OR note IN (${acked_notes%,})")
   echo "$p: $got of $want acknowledged rows"
   [ "$got" = "$want" ] || { echo "rows missing on $p"; exit 1; }
 done
-run sql db-master "SELECT server, COUNT(*) FROM orders GROUP BY server"
+run sql $STS-master "SELECT server, COUNT(*) FROM orders GROUP BY server"
+if [ "$FLAVOR" = mysql ]; then
+  echo
+  echo "(MySQL backups are not in this release: the MariaDB demo shows backups and point-in-time restore)"
+else
 step "7. A backup to an S3 server in the cluster; a new StatefulSet restored to a point between two writes"
 echo "(rclone's serve s3 as a pod; the backup Secret holds the keys the AWS SDK reads)"
 run kubectl apply -f docs/examples/s3.yaml
@@ -328,6 +344,8 @@ after=$(sql pitr-0.pitr.$NS.svc.cluster.local "SELECT COUNT(*) FROM orders WHERE
 between=$(sql pitr-0.pitr.$NS.svc.cluster.local "SELECT COUNT(*) FROM orders WHERE note IN ('after-the-backup', 'before-the-point')")
 echo "pitr-0: $got rows (want $want_pitr); written after the backup and before the point: $between of 2; after the point: $after"
 [ "$got" = "$want_pitr" ] && [ "$between" = 2 ] && [ "$after" = 0 ] || { echo "the point-in-time restore is wrong"; exit 1; }
+
+fi
 
 echo
 echo "demo done in $(( $(date +%s) - demo_started ))s"
