@@ -87,7 +87,10 @@ func CloneInstance(ctx context.Context, cfg CloneInstanceConfig) (gtid string, e
 	// The copy is recovered and checked by a private start on it before the server
 	// container ever sees it; its GTID set is where replication continues.
 	private.datadir = target
-	if err := private.start(ctx); err != nil {
+	// The copy holds the donor's accounts (root has the image's password there): the
+	// check logs in through the socket without grant tables (which also keeps the
+	// network off).
+	if err := private.start(ctx, "--skip-grant-tables"); err != nil {
 		return "", fmt.Errorf("clone from %s: the copy does not start: %w", cfg.Donor, err)
 	}
 	if gtid, err = private.executed(ctx); err != nil {
@@ -147,9 +150,9 @@ func (p *privateServer) initialise(ctx context.Context) error {
 	return nil
 }
 
-func (p *privateServer) start(ctx context.Context) error {
-	p.cmd = p.command(context.Background(), append(p.common(), "--socket="+p.socket, "--skip-networking", "--mysqlx=OFF",
-		"--pid-file="+filepath.Join(p.dir, "mysqld.pid"), "--plugin-load-add=mysql_clone.so")...)
+func (p *privateServer) start(ctx context.Context, options ...string) error {
+	p.cmd = p.command(context.Background(), append(append(p.common(), "--socket="+p.socket, "--skip-networking", "--mysqlx=OFF",
+		"--pid-file="+filepath.Join(p.dir, "mysqld.pid"), "--plugin-load-add=mysql_clone.so"), options...)...)
 	if err := p.cmd.Start(); err != nil {
 		return fmt.Errorf("clone: start the private server: %w", err)
 	}
