@@ -689,7 +689,11 @@ func decideFailover(s Snapshot, master Server, p *Plan) {
 		if followed && r.IORunning == "Yes" {
 			receiving = true
 		}
-		if followed && r.IORunning == "Connecting" {
+		// The replica a promotion that did not end stopped was a witness when it
+		// began (a promotion needs one): stopping it must not leave the next attempt
+		// without its word (found by the e2e suite: a timed-out STOP on MySQL, then
+		// a cluster held without a master).
+		if followed && (r.IORunning == "Connecting" || srv.Pod == s.Promoting && r.IORunning == "No") {
 			witnesses++
 		}
 		if srv.Detached {

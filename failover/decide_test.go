@@ -203,6 +203,13 @@ func TestDecideFailover(t *testing.T) {
 			s.LastFailover = now.Add(-10 * time.Minute)
 			return s
 		}(), "db-1", ""},
+		{"every IO thread stopped, nobody promoting: nothing confirms it",
+			base(downMaster(), replica("db-1", 1, "No", "0-100-11"), replica("db-2", 2, "No", "0-100-11")), "", "nothing confirms it is down"},
+		{"a promotion that failed stopped the last witness: it still counts", func() Snapshot {
+			s := base(downMaster(), replica("db-1", 1, "No", "0-100-11"), replica("db-2", 2, "No", "0-100-12"))
+			s.Promoting = "db-1"
+			return s
+		}(), "db-2", ""},
 		{"no replica reachable", func() Snapshot {
 			r := replica("db-1", 1, "Connecting", "0-100-11")
 			r.Reachable = false
