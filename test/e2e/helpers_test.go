@@ -97,7 +97,14 @@ func sql(host, query string) (string, error) {
 // rootSQL runs a query as root on one pod's server, over its local socket.
 func rootSQL(pod, query string) (string, error) {
 	out, err := kubectl("exec", pod, "-c", dbContainer, "--", serverCLI, "-uroot", "-p"+rootPass, "-N", "-s", "-e", query)
-	return strings.TrimSpace(out), err
+	// MySQL's client warns on stderr about the password on its command line.
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.Contains(l, "[Warning] Using a password on the command line") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n")), err
 }
 
 func dbPods() []corev1.Pod {
