@@ -129,6 +129,9 @@ func (r *Reconciler) act(ctx context.Context, sts *appsv1.StatefulSet, st *store
 	case plan.Held != "":
 		r.warnOnce(sts, EventFailoverHeld, plan.Held)
 	}
+	if plan.Held == "" {
+		r.warningEnded(sts, EventFailoverHeld)
+	}
 	if master == nil || !master.Reachable {
 		return nil
 	}

@@ -34,6 +34,15 @@ func (r *Reconciler) warnOnce(sts *appsv1.StatefulSet, reason, message string) {
 	}
 }
 
+// warningEnded forgets the last Warning for reason: the condition is over, and the
+// same message, should it come back, is news again (a second outage held for the
+// same reason must say so, not stay silent).
+func (r *Reconciler) warningEnded(sts *appsv1.StatefulSet, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.mem(types.NamespacedName{Namespace: sts.Namespace, Name: sts.Name}).lastWarning, reason)
+}
+
 // Condition is something that keeps a cluster from being fully managed, as the
 // StatefulSet's conditions annotation shows it.
 type Condition struct {
