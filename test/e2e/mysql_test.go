@@ -20,6 +20,11 @@ var _ = Describe("a plain MySQL StatefulSet labelled for replicant", Ordered, fu
 	BeforeAll(func() {
 		useStory("mydb", "mydb", "mysql", "mysql")
 		DeferCleanup(func() {
+			// Ginkgo runs this before the failed spec's report: keep what a person
+			// needs (the MySQL pods' logs) before they go.
+			if CurrentSpecReport().Failed() {
+				_ = cluster("diagnose")
+			}
 			_, _ = kubectl("delete", "-f", "docs/examples/mysql.yaml", "--ignore-not-found", "--timeout=2m")
 			_, _ = kubectl("delete", "pvc", "-l", "app=mydb", "--ignore-not-found", "--timeout=2m")
 		})
