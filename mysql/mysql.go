@@ -131,11 +131,16 @@ func (s *Server) flavorFor(ctx context.Context, op string) (Flavor, error) {
 
 // execFlavored runs the statement the server's flavor gives for op.
 func (s *Server) execFlavored(ctx context.Context, op string, statement func(Flavor) string) error {
+	return s.execFlavoredWithin(ctx, s.queryTimeout, op, statement)
+}
+
+// execFlavoredWithin is execFlavored under another bound than the query timeout.
+func (s *Server) execFlavoredWithin(ctx context.Context, bound time.Duration, op string, statement func(Flavor) string) error {
 	f, err := s.flavorFor(ctx, op)
 	if err != nil {
 		return err
 	}
-	return s.exec(ctx, op, statement(f))
+	return s.execWithin(ctx, bound, op, statement(f))
 }
 
 func (s *Server) wrap(op string, err error) error {
@@ -151,7 +156,12 @@ func (s *Server) wrap(op string, err error) error {
 
 // exec runs one statement under the query timeout.
 func (s *Server) exec(ctx context.Context, op, query string, args ...any) error {
-	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	return s.execWithin(ctx, s.queryTimeout, op, query, args...)
+}
+
+// execWithin runs one statement under bound.
+func (s *Server) execWithin(ctx context.Context, bound time.Duration, op, query string, args ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	_, err := s.db.ExecContext(ctx, query, args...)
 	return s.wrap(op, err)
@@ -242,14 +252,7 @@ func (s *Server) StopReplicaIO(ctx context.Context) error {
 
 // stopReplica runs a STOP statement under StopReplicaBound (see there).
 func (s *Server) stopReplica(ctx context.Context, op string, statement func(Flavor) string) error {
-	f, err := s.flavorFor(ctx, op)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, max(s.queryTimeout, StopReplicaBound))
-	defer cancel()
-	_, err = s.db.ExecContext(ctx, statement(f))
-	return s.wrap(op, err)
+	return s.execFlavoredWithin(ctx, max(s.queryTimeout, StopReplicaBound), op, statement)
 }
 
 // SetSemiSyncMaster turns the master side of semi-synchronous replication on or off:
