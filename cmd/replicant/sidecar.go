@@ -31,6 +31,15 @@ func (o *serverOptions) bind(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.durability, "durability", "semi-sync", "semi-sync or async")
 }
 
+// serverConfig is the fragment's input for this pod: the options, and the pod's
+// names from the environment the webhook injects.
+func (o *serverOptions) serverConfig() sidecar.ServerConfig {
+	return sidecar.ServerConfig{
+		PodName: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), Service: os.Getenv("REPLICANT_SERVICE"),
+		Flavor: o.flavor, ServerIDOffset: o.serverIDOffset, Durability: o.durability,
+	}
+}
+
 func newSidecarCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -57,10 +66,7 @@ read_only=ON, skip_slave_start, report_host <pod>.<service>.<namespace>, stable
 binlog/relay log names, semi-sync). Reads POD_NAME, POD_NAMESPACE, REPLICANT_SERVICE.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c := sidecar.ServerConfig{
-				PodName: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), Service: os.Getenv("REPLICANT_SERVICE"),
-				Flavor: configOpts.flavor, ServerIDOffset: configOpts.serverIDOffset, Durability: configOpts.durability,
-			}
+			c := configOpts.serverConfig()
 			if c.PodName == "" || c.Namespace == "" || c.Service == "" {
 				return fmt.Errorf("POD_NAME, POD_NAMESPACE and REPLICANT_SERVICE must be set (the webhook injects them)")
 			}
@@ -132,11 +138,8 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 			}
 			// The image's entrypoint initialises the datadir on a temporary server that
 			// reads the same conf.d: the fragment as the flavor needs it for that.
-			c := sidecar.ServerConfig{
-				PodName: cloneCfg.PodName, Namespace: ns, Service: os.Getenv("REPLICANT_SERVICE"),
-				Flavor: cloneOpts.flavor, ServerIDOffset: cloneOpts.serverIDOffset, Durability: cloneOpts.durability,
-				ImageInitialises: true,
-			}
+			c := cloneOpts.serverConfig()
+			c.ImageInitialises = true
 			if err := sidecar.WriteFragment(c, cloneConfDir); err != nil {
 				return fmt.Errorf("the fragment for the image's initialisation: %w", err)
 			}
