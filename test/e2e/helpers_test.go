@@ -31,7 +31,6 @@ const (
 // or the MySQL one's (docs/examples/mysql.yaml) while that story runs (useStory).
 var (
 	sts         = "db"
-	alias       = "db.default"
 	headless    = "mysql"   // its headless Service
 	dbContainer = "mariadb" // the server's container
 	serverCLI   = "mariadb" // the client in that container's image
@@ -40,12 +39,13 @@ var (
 // useStory points the helpers at another StatefulSet until the calling container
 // ends.
 func useStory(name, service, container, cli string) {
-	saved := []string{sts, alias, headless, dbContainer, serverCLI}
-	sts, alias, headless, dbContainer, serverCLI = name, name+"."+ns, service, container, cli
-	DeferCleanup(func() {
-		sts, alias, headless, dbContainer, serverCLI = saved[0], saved[1], saved[2], saved[3], saved[4]
-	})
+	savedSts, savedHeadless, savedContainer, savedCLI := sts, headless, dbContainer, serverCLI
+	sts, headless, dbContainer, serverCLI = name, service, container, cli
+	DeferCleanup(func() { sts, headless, dbContainer, serverCLI = savedSts, savedHeadless, savedContainer, savedCLI })
 }
+
+// alias is the cluster's name for the CLI: <sts>.<namespace>.
+func alias() string { return sts + "." + ns }
 
 // podN is the StatefulSet's pod with ordinal i.
 func podN(i int) string { return fmt.Sprintf("%s-%d", sts, i) }

@@ -70,7 +70,7 @@ var _ = Describe("a plain MySQL StatefulSet labelled for replicant", Ordered, fu
 		}
 		Expect(serviceEndpoints(sts + "-master")).To(Equal([]string{podN(0)}))
 		Expect(serviceEndpoints(sts + "-replicas")).To(Equal([]string{podN(1), podN(2)}))
-		topo, err := replicant("topology", "-a", alias)
+		topo, err := replicant("topology", "-a", alias())
 		Expect(err).NotTo(HaveOccurred())
 		Expect(topo).To(MatchRegexp(`(?m)^` + regexp.QuoteMeta(instance(0)) + ` .*\[0s,ok,9\.7\.\d+[^,]*,rw,ROW,>>,GTID\]`))
 		Expect(topo).To(MatchRegexp(`(?m)^\+ ` + regexp.QuoteMeta(instance(1)) + ` .*\[\d+s,ok,9\.7\.\d+[^,]*,ro,ROW,>>,GTID\]`))

@@ -264,7 +264,7 @@ func awaitNewMaster(old string, timeout time.Duration) string {
 		return how
 	}).WithTimeout(timeout).WithPolling(500 * time.Millisecond).ShouldNot(BeEmpty())
 	if m := master(); m == "" || m == old {
-		_, err := replicant("force-master-failover", "-a", alias)
+		_, err := replicant("force-master-failover", "-a", alias())
 		Expect(err).NotTo(HaveOccurred())
 	}
 	Eventually(master).WithTimeout(time.Minute).WithPolling(500 * time.Millisecond).Should(SatisfyAll(Not(BeEmpty()), Not(Equal(old))))

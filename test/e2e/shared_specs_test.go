@@ -21,7 +21,7 @@ import (
 func handsOverGracefully() {
 	w := startWriter("takeover", 60)
 	time.Sleep(2 * time.Second)
-	out, err := replicant("graceful-master-takeover", "-a", alias, "-d", podN(1))
+	out, err := replicant("graceful-master-takeover", "-a", alias(), "-d", podN(1))
 	Expect(err).NotTo(HaveOccurred())
 	Expect(out).To(ContainSubstring(podN(1)))
 	Expect(out).To(MatchRegexp(`writes blocked \d+ ms`))
@@ -30,7 +30,7 @@ func handsOverGracefully() {
 	eventuallySettled(3, time.Minute)
 	Expect(master()).To(Equal(podN(1)))
 	Expect(serviceEndpoints(sts + "-master")).To(Equal([]string{podN(1)}))
-	topo, err := replicant("topology", "-a", alias)
+	topo, err := replicant("topology", "-a", alias())
 	Expect(err).NotTo(HaveOccurred())
 	Expect(topo).To(MatchRegexp(`(?m)^\+ `+regexp.QuoteMeta(instance(0))+` .*\[0s,ok,`), "the old master replicates, not downtimed")
 	expectRowsEverywhere(acked)

@@ -48,7 +48,7 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		}
 		Expect(serviceEndpoints("db-master")).To(Equal([]string{"db-0"}))
 		Expect(serviceEndpoints("db-replicas")).To(Equal([]string{"db-1", "db-2"}))
-		topo, err := replicant("-c", "topology", "-a", alias)
+		topo, err := replicant("-c", "topology", "-a", alias())
 		Expect(err).NotTo(HaveOccurred())
 		Expect(topo).To(MatchRegexp(`(?m)^db-0\.mysql\.default:3306 .*\[0s,ok,10\.11\.\d+-MariaDB.*,rw,ROW,>>,GTID\]`))
 		Expect(topo).To(MatchRegexp(`(?m)^\+ db-1\.mysql\.default:3306 `))
@@ -328,7 +328,7 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 		mustKubectl("set", "image", "statefulset/"+sts, "mariadb=mariadb:11.8")
 		var mixed string
 		Eventually(func() string {
-			if topo, err := replicant("topology", "-a", alias); err == nil && strings.Contains(topo, ",10.11.") && strings.Contains(topo, ",11.8.") {
+			if topo, err := replicant("topology", "-a", alias()); err == nil && strings.Contains(topo, ",10.11.") && strings.Contains(topo, ",11.8.") {
 				mixed = topo
 			}
 			return mixed
@@ -343,7 +343,7 @@ var _ = Describe("a plain MariaDB StatefulSet labelled for replicant", Ordered, 
 			if err := settled(3); err != nil {
 				return err
 			}
-			topo, err := replicant("topology", "-a", alias)
+			topo, err := replicant("topology", "-a", alias())
 			if err != nil || strings.Contains(topo, ",10.11.") {
 				return fmt.Errorf("not every server runs 11.8: %v\n%s", err, topo)
 			}
@@ -442,7 +442,7 @@ spec:
 		Expect(serviceEndpoints("db-replicas")).To(HaveLen(4))
 
 		// The master on a pod the scale-down removes: it is handed over first.
-		_, err := replicant("graceful-master-takeover", "-a", alias, "-d", "db-4")
+		_, err := replicant("graceful-master-takeover", "-a", alias(), "-d", "db-4")
 		Expect(err).NotTo(HaveOccurred())
 		eventuallySettled(5, time.Minute)
 		w := startWriter("scaledown", 150)
@@ -495,7 +495,7 @@ spec:
 		Expect(err).NotTo(HaveOccurred())
 		want, err := rootSQL(master(), "SELECT COUNT(*), MAX(id) FROM shop.orders")
 		Expect(err).NotTo(HaveOccurred())
-		out, err := replicant("backup", "-a", alias)
+		out, err := replicant("backup", "-a", alias())
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(out).To(ContainSubstring("committed: GTID "))
 		_, err = sql("db-master", "INSERT INTO orders (note) VALUES ('after-the-backup')")
@@ -756,7 +756,7 @@ spec:
 		if old == target {
 			target = "db-1"
 		}
-		out, err := replicant("graceful-master-takeover", "-a", alias, "-d", target)
+		out, err := replicant("graceful-master-takeover", "-a", alias(), "-d", target)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(out).To(ContainSubstring(target))
 		eventuallySettled(3, time.Minute)
