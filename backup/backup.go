@@ -25,6 +25,8 @@ import (
 	_ "gocloud.dev/blob/gcsblob"   // gs://
 	_ "gocloud.dev/blob/s3blob"    // s3://
 	"gocloud.dev/gcerrors"
+
+	"github.com/replicant-dev/replicant/sidecar"
 )
 
 // Schemes are the bucket kinds a backup URI may name.
@@ -33,7 +35,9 @@ var Schemes = []string{"s3", "gs", "azblob", "file"}
 // Object names inside one backup's directory. The manifest is written last: a
 // directory without one is an unfinished backup, never listed nor restored.
 const (
-	DataObject     = "backup.xbstream.zst"
+	DataObject = "backup.xbstream.zst"
+	// TarDataObject holds a MySQL backup: a tar archive of a CLONE LOCAL copy.
+	TarDataObject  = "backup.tar.zst"
 	ManifestObject = "manifest.json"
 	// Latest, as the last element of an init-uri, names the newest committed backup.
 	Latest = "latest"
@@ -50,6 +54,9 @@ type Manifest struct {
 	Source        string `json:"source"`
 	Flavor        string `json:"flavor"`
 	ServerVersion string `json:"serverVersion"`
+	// Format is the data's: xbstream (mariadb-backup) or tar (a MySQL CLONE LOCAL
+	// copy); manifests without it are xbstream.
+	Format string `json:"format,omitempty"`
 	// GTID is the position the backup ends at: a restored server replicates, or
 	// replays binlogs, from there.
 	GTID        string `json:"gtid"`
@@ -61,6 +68,14 @@ type Manifest struct {
 	SHA256      string    `json:"sha256"`
 	Start       time.Time `json:"start"`
 	End         time.Time `json:"end"`
+}
+
+// DataObject is the name of the backup's data object in its directory.
+func (m Manifest) DataObject() string {
+	if m.Format == sidecar.FormatTar {
+		return TarDataObject
+	}
+	return DataObject
 }
 
 // Location is a parsed backup URI: the bucket and a path inside it.

@@ -96,7 +96,7 @@ func rows(t *testing.T, s *mariadb.Server) string {
 // (nothing else answers), and starts s on it.
 func restoreInto(t *testing.T, s *mariadb.Server, initURI string) error {
 	t.Helper()
-	return restoreWith(t, s, initURI, backup.Restorer(initURI, testr.New(t)), nil)
+	return restoreWith(t, s, initURI, backup.Restorer(initURI, "mariadb", testr.New(t)), nil)
 }
 
 // restoreWith empties s's datadir, runs the clone step with only open (and replay)

@@ -83,7 +83,7 @@ func BenchmarkBackupAndRestoreVersusPipe(b *testing.B) {
 		uri := store.URI("bench/default/db/" + m.Name)
 		start = time.Now()
 		if _, err := sidecar.Clone(ctx, sidecar.CloneConfig{Datadir: target, PodName: "db-1", InitURI: uri,
-			Restore: backup.Restorer(uri, testr.NewWithInterface(b, testr.Options{})), ProbeTimeout: 100 * time.Millisecond,
+			Restore: backup.Restorer(uri, "mariadb", testr.NewWithInterface(b, testr.Options{})), ProbeTimeout: 100 * time.Millisecond,
 			Log: testr.NewWithInterface(b, testr.Options{})}); err != nil {
 			b.Fatal(err)
 		}

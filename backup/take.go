@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -117,7 +118,8 @@ func (c *Cluster) Take(ctx context.Context, opts TakeOptions) (Manifest, error) 
 	}
 	defer stream.Close()
 
-	dataKey := m.Name + "/" + DataObject
+	m.Format = stream.Format()
+	dataKey := m.Name + "/" + m.DataObject()
 	uploadCtx, cancelUpload := context.WithCancel(ctx)
 	defer cancelUpload()
 	w, err := c.bucket.NewWriter(uploadCtx, dataKey, &blob.WriterOptions{ContentType: "application/zstd"})
@@ -200,11 +202,11 @@ func progress(log logr.Logger, every time.Duration, read, stored func() int64) (
 	return func() { close(done) }
 }
 
-// OpenStream returns the decompressed xbstream of a committed backup. finished, once
+// OpenStream returns the decompressed data of a committed backup (its Format). finished, once
 // the stream has been read to its end, verifies the stored object's size and checksum
 // against the manifest: a restore uses the data only when it returns nil.
 func (c *Cluster) OpenStream(ctx context.Context, m Manifest) (io.ReadCloser, func() error, error) {
-	key := m.Name + "/" + DataObject
+	key := m.Name + "/" + m.DataObject()
 	r, err := c.bucket.NewReader(ctx, key, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %s", c.where.Child(key), cleanError(err))
@@ -254,7 +256,7 @@ func (d *decodingReader) Close() error {
 // Restorer opens the backup an init-uri names (<backups directory>/<name>, or
 // <backups directory>/latest) for a restore: the sidecar's clone step installs it
 // like a clone, all or nothing, and uses it only once its checksum matched.
-func Restorer(initURI string, log logr.Logger) sidecar.OpenBackupFunc {
+func Restorer(initURI, flavor string, log logr.Logger) sidecar.OpenBackupFunc {
 	return func(ctx context.Context) (io.ReadCloser, func() error, error) {
 		loc, err := ParseURI(initURI)
 		if err != nil {
@@ -266,6 +268,9 @@ func Restorer(initURI string, log logr.Logger) sidecar.OpenBackupFunc {
 			return nil, nil, err
 		}
 		m, err := c.Find(ctx, name)
+		if err == nil {
+			err = m.restorableAs(flavor)
+		}
 		if err != nil {
 			c.Close()
 			return nil, nil, err
@@ -278,6 +283,19 @@ func Restorer(initURI string, log logr.Logger) sidecar.OpenBackupFunc {
 		}
 		return &closeBoth{ReadCloser: stream, also: c}, finished, nil
 	}
+}
+
+// restorableAs refuses a backup of another flavor: neither server reads the other's
+// files.
+func (m Manifest) restorableAs(flavor string) error {
+	if flavor == "" {
+		flavor = "mariadb"
+	}
+	if backupFlavor := cmp.Or(m.Flavor, "mariadb"); backupFlavor != flavor {
+		return fmt.Errorf("backup %s was taken of a %s server (%s); this StatefulSet runs %s, which cannot use it: name a backup of a %s cluster",
+			m.Name, backupFlavor, m.ServerVersion, flavor, flavor)
+	}
+	return nil
 }
 
 type closeBoth struct {

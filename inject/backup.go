@@ -42,6 +42,9 @@ const TerminationLog = "/dev/termination-log"
 func BackupCronJobSpec(sts *appsv1.StatefulSet, opts Options, cfg Config) batchv1.CronJobSpec {
 	args := []string{ImageBinary, "backup", "run", "--backup-uri=" + opts.BackupURI,
 		"--statefulset=" + sts.Name, "--namespace=" + sts.Namespace, "--termination-log=" + TerminationLog}
+	if opts.Flavor == FlavorMySQL {
+		args = append(args, "--flavor="+string(opts.Flavor)) // the manifest says what the backup is of
+	}
 	if opts.BackupRetention != "" {
 		args = append(args, "--retention="+opts.BackupRetention)
 	}

@@ -37,6 +37,10 @@ const (
 	VolumeBin   = "replicant-bin"
 	VolumeConf  = "replicant-conf"
 	VolumeState = "replicant-state"
+	// VolumeScratch (MySQL only) is where the server's CLONE LOCAL puts a backup's copy
+	// for the sidecar to stream; mounted at ScratchDir in both containers.
+	VolumeScratch = "replicant-scratch"
+	ScratchDir    = "/var/lib/replicant-scratch"
 	// StateDir is where replicant-clone sees the controller's state ConfigMap
 	// (optional: absent for a cluster that never had a master); StateKey is the
 	// ConfigMap's key, so the file StateDir/StateKey.
@@ -87,7 +91,7 @@ var reservedContainers = map[string]bool{
 	ContainerInstall: true, ContainerConfig: true, ContainerClone: true, ContainerSidecar: true,
 }
 
-var reservedVolumes = map[string]bool{VolumeBin: true, VolumeConf: true, VolumeState: true}
+var reservedVolumes = map[string]bool{VolumeBin: true, VolumeConf: true, VolumeState: true, VolumeScratch: true}
 
 // StateConfigMap is the name of the controller's state ConfigMap of a StatefulSet.
 func StateConfigMap(sts string) string { return sts + "-replicant-state" }
@@ -215,8 +219,8 @@ func strip(tpl *corev1.PodTemplateSpec, stsName string) error {
 			injected = v.ConfigMap != nil && v.ConfigMap.Name == StateConfigMap(stsName)
 		}
 		if !injected {
-			problems.add("volume %s already exists in the pod template and was not injected by replicant; the names %s, %s, %s are reserved, rename it",
-				v.Name, VolumeBin, VolumeConf, VolumeState)
+			problems.add("volume %s already exists in the pod template and was not injected by replicant; the names %s, %s, %s, %s are reserved, rename it",
+				v.Name, VolumeBin, VolumeConf, VolumeState, VolumeScratch)
 			volumes = append(volumes, v)
 		}
 	}
@@ -261,12 +265,14 @@ func strip(tpl *corev1.PodTemplateSpec, stsName string) error {
 func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 	var problems Problems
 	if opts.Flavor == FlavorMySQL {
-		// MySQL backups (a CLONE to a local directory streamed out) are not built yet: a
-		// schedule that never produced a backup would be worse than a refusal.
-		for _, a := range []struct{ name, value string }{{AnnBackupURI, opts.BackupURI}, {AnnInitURI, opts.InitURI}} {
-			if a.value != "" {
-				problems.add("annotation %s: backups and restores of flavor mysql are not supported by this replicant release yet (replication, failover, takeover and cloning are); allowed: remove %s, or flavor mariadb", a.name, a.name)
-			}
+		// MySQL backups and whole restores work; point-in-time recovery (archived
+		// binlogs replayed with mysqlbinlog) is not built yet: an archive that no
+		// restore could use would be worse than a refusal.
+		if v, ok := sts.Annotations[AnnRestoreTo]; ok {
+			problems.add("annotation %s=%q: a point-in-time restore of flavor mysql is not supported by this replicant release yet (whole backups are: %s alone restores one); allowed: remove %s", AnnRestoreTo, v, AnnInitURI, AnnRestoreTo)
+		}
+		if v, ok := sts.Annotations[AnnBinlogArchiveInterval]; ok && opts.BinlogArchiveInterval > 0 {
+			problems.add("annotation %s=%q: binlog archiving of flavor mysql is not supported by this replicant release yet (scheduled backups are); allowed: remove %s, or off", AnnBinlogArchiveInterval, v, AnnBinlogArchiveInterval)
 		}
 	}
 	if c := findContainer(sts.Spec.Template.Spec.Containers, opts.Container); opts.Flavor == FlavorMySQL && c >= 0 {
@@ -385,11 +391,21 @@ func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 
 	sidecarData := datadir
 	sidecarData.ReadOnly = true
+	serveArgs := append([]string{"serve", "--datadir=" + DataDir, "--listen=:" + strconv.Itoa(SidecarPort)}, args...)
+	sidecarMounts := []corev1.VolumeMount{binMount, sidecarData, {Name: VolumeConf, MountPath: ConfDir, ReadOnly: true}}
+	if opts.Flavor == FlavorMySQL {
+		// A MySQL backup is the server's CLONE LOCAL into a directory of this shared
+		// emptyDir (world-writable, so the server's user may create it), which the
+		// sidecar streams and removes.
+		scratch := corev1.VolumeMount{Name: VolumeScratch, MountPath: ScratchDir}
+		db.VolumeMounts = append(db.VolumeMounts, scratch)
+		sidecarMounts = append(sidecarMounts, scratch)
+		serveArgs = append(serveArgs, "--scratch-dir="+ScratchDir)
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: VolumeScratch, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	}
 	// The sidecar alone also gets the admin account: it fences its server when the
 	// controller's write lease runs out (an isolated master).
-	sidecar := serverContainer(ContainerSidecar, append([]string{"serve", "--datadir=" + DataDir, "--listen=:" + strconv.Itoa(SidecarPort)}, args...),
-		slices.Concat(pod, credentialEnv(opts), adminEnv(opts)),
-		[]corev1.VolumeMount{binMount, sidecarData, {Name: VolumeConf, MountPath: ConfDir, ReadOnly: true}})
+	sidecar := serverContainer(ContainerSidecar, serveArgs, slices.Concat(pod, credentialEnv(opts), adminEnv(opts)), sidecarMounts)
 	sidecar.Ports = []corev1.ContainerPort{{Name: SidecarPortName, ContainerPort: SidecarPort, Protocol: corev1.ProtocolTCP}}
 	sidecar.LivenessProbe = &corev1.Probe{
 		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{

@@ -123,6 +123,9 @@ func Clone(ctx context.Context, cfg CloneConfig) (Decision, error) {
 		if cfg.Restore == nil {
 			return DecisionRestore, fmt.Errorf("restoring from %s (replicant.dev/init-uri): this build cannot read buckets", cfg.InitURI)
 		}
+		if cfg.Flavor == "mysql" {
+			return DecisionRestore, restoreCopy(ctx, cfg, cfg.InitURI, cfg.Restore)
+		}
 		return DecisionRestore, install(ctx, cfg, cfg.InitURI, cfg.Restore)
 	}
 	ordinal, err := Ordinal(cfg.PodName)

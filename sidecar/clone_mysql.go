@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -84,38 +85,44 @@ func CloneInstance(ctx context.Context, cfg CloneInstanceConfig) (gtid string, e
 	}
 	private.stop()
 	log.Info("clone received; starting it privately to check it", "donor", cfg.Donor, "seconds", time.Since(start).Seconds())
-	// The copy is recovered and checked by a private start on it before the server
-	// container ever sees it; its GTID set is where replication continues.
+	if gtid, err = adoptCopy(ctx, private, target, cfg.Donor); err != nil {
+		return "", err
+	}
+	log.Info("clone complete", "donor", cfg.Donor, "gtid", gtid, "seconds", time.Since(start).Seconds())
+	return gtid, nil
+}
+
+// adoptCopy checks a copy of a MySQL datadir at target (inside the private server's
+// work directory, on the datadir's volume) and moves it into place: the copy is
+// recovered and checked by a private start on it before the server container ever
+// sees it, its GTID set (where replication continues) is read and recorded, and the
+// source's server UUID is dropped (the server makes its own).
+func adoptCopy(ctx context.Context, private *privateServer, target, source string) (gtid string, err error) {
 	private.datadir = target
-	// The copy holds the donor's accounts (root has the image's password there): the
+	// The copy holds the source's accounts (root has the image's password there): the
 	// check logs in through the socket without grant tables (which also keeps the
 	// network off).
 	if err := private.start(ctx, "--skip-grant-tables"); err != nil {
-		return "", fmt.Errorf("clone from %s: the copy does not start: %w", cfg.Donor, err)
+		return "", fmt.Errorf("copy from %s: it does not start: %w", source, err)
 	}
 	if gtid, err = private.executed(ctx); err != nil {
 		return "", err
 	}
 	private.stop()
 	if err := os.Remove(filepath.Join(target, "auto.cnf")); err != nil && !os.IsNotExist(err) {
-		return "", err // the donor's server UUID: the server makes its own
+		return "", err
 	}
-
-	rec, _ := json.Marshal(CloneRecord{Source: cfg.Donor, GTID: gtid, Finished: time.Now().UTC()})
+	rec, _ := json.Marshal(CloneRecord{Source: source, GTID: gtid, Finished: time.Now().UTC()})
 	if err := os.WriteFile(filepath.Join(target, CloneRecordFile), rec, 0o644); err != nil {
 		return "", err
 	}
 	if err := chownToServerUser(target); err != nil {
 		return "", err
 	}
-	if err := moveIntoPlace(target, cfg.Datadir); err != nil {
+	if err := moveIntoPlace(target, private.cfg.Datadir); err != nil {
 		return "", err
 	}
-	if err := os.RemoveAll(work); err != nil {
-		return "", err
-	}
-	log.Info("clone complete", "donor", cfg.Donor, "gtid", gtid, "seconds", time.Since(start).Seconds())
-	return gtid, nil
+	return gtid, os.RemoveAll(private.dir)
 }
 
 // privateServer is the throw-away mysqld a MySQL clone runs in.
@@ -277,4 +284,74 @@ func currentUserName() string {
 		return u
 	}
 	return "mysql"
+}
+
+// restoreCopy fills an empty datadir from a MySQL backup (a tar archive of a CLONE
+// LOCAL copy, as /xbackup streams it on MySQL): it is unpacked into a work directory
+// inside the datadir's volume, used only once the source says it was whole (finished:
+// its checksum matched), then checked and moved into place like a clone.
+func restoreCopy(ctx context.Context, cfg CloneConfig, source string, open OpenBackupFunc) (err error) {
+	if cfg.Replay != nil {
+		return errors.New("a point-in-time restore of flavor mysql is not supported by this replicant release: restore a whole backup (without replicant.dev/restore-to)")
+	}
+	work, err := os.MkdirTemp(cfg.Datadir, tmpPrefix)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(work)
+		}
+	}()
+	sockDir, err := os.MkdirTemp("", "rclone-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(sockDir)
+	target := filepath.Join(work, "data")
+	if err := os.Mkdir(target, 0o750); err != nil {
+		return err
+	}
+	start := time.Now()
+	n, err := receiveTar(ctx, cfg, open, target)
+	if err != nil {
+		return fmt.Errorf("restore from %s failed after %d bytes (the datadir is unchanged; Kubernetes retries): %w", source, n, err)
+	}
+	cfg.Log.Info("backup received; starting it privately to check it", "bytes", n, "seconds", time.Since(start).Seconds())
+	private := &privateServer{dir: work, socket: filepath.Join(sockDir, "mysqld.sock"), cfg: CloneInstanceConfig{
+		Datadir: cfg.Datadir, Mysqld: cfg.Mysqld, MysqldOptions: cfg.MysqldOptions, Log: cfg.Log}}
+	if len(private.cfg.Mysqld) == 0 {
+		private.cfg.Mysqld = []string{"mysqld"}
+	}
+	gtid, err := adoptCopy(ctx, private, target, source)
+	if err != nil {
+		return err
+	}
+	cfg.Log.Info("restore complete", "source", source, "gtid", gtid, "bytes", n, "seconds", time.Since(start).Seconds())
+	return nil
+}
+
+// receiveTar opens the stream and unpacks it into dir; the stream is read to its end
+// and must then be whole.
+func receiveTar(ctx context.Context, cfg CloneConfig, open OpenBackupFunc, dir string) (int64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, finished, err := open(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer stream.Close()
+	counter := &countingReader{r: stream}
+	stopProgress := cfg.progress(counter)
+	err = ExtractTar(counter, dir)
+	if err == nil {
+		_, err = io.Copy(io.Discard, counter) // the archive's padding, to the stream's end
+	}
+	stopProgress()
+	if ferr := finished(); ferr != nil {
+		// What the source says of its stream (cut short, or not what was stored) is
+		// the better reason.
+		return counter.n.Load(), ferr
+	}
+	return counter.n.Load(), err
 }

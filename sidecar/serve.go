@@ -39,6 +39,17 @@ const (
 	BackupVersionTrailer = "X-Replicant-Backup-Server-Version"
 )
 
+// BackupFormatHeader says what the /xbackup stream is: FormatXbstream (mariadb-backup,
+// MariaDB) or FormatTar (a directory made by MySQL's CLONE LOCAL). A stream without it
+// is an xbstream (sidecars before MySQL backups).
+const BackupFormatHeader = "X-Replicant-Backup-Format"
+
+// The /xbackup stream formats.
+const (
+	FormatXbstream = "xbstream"
+	FormatTar      = "tar"
+)
+
 // ServeConfig is what `replicant sidecar serve` needs.
 type ServeConfig struct {
 	Listen  string // :8080
@@ -60,6 +71,17 @@ type ServeConfig struct {
 	FenceCheck time.Duration
 	// BackupBinary is mariadb-backup (default: found on PATH).
 	BackupBinary string
+	// Flavor is mariadb (the default: /xbackup runs mariadb-backup) or mysql (/xbackup
+	// has the server CLONE itself into ScratchDir and streams that directory).
+	Flavor string
+	// ScratchDir, on MySQL, is a directory the server can write and this sidecar can
+	// read and empty (a volume both containers mount): CLONE LOCAL writes a full copy
+	// of the data there, so it needs free space as large as the datadir.
+	ScratchDir string
+	// Mysqld and MysqldOptions run the image's mysqld (see CloneInstanceConfig): on
+	// MySQL a backup's copy is started privately to check it and read its GTID set.
+	Mysqld        []string
+	MysqldOptions []string
 	// PreStopWait bounds how long /pre-stop holds a writable server's shutdown while
 	// the controller hands its role over, and how long the sidecar keeps serving after
 	// SIGTERM while the server still runs (default 25 s, within the pod's default
@@ -314,7 +336,11 @@ func (s *Server) xbackup(w http.ResponseWriter, r *http.Request) {
 	defer s.busy.Store(false)
 
 	start := time.Now()
-	n, err := s.streamBackup(r.Context(), w, log)
+	stream := s.streamBackup
+	if s.cfg.Flavor == "mysql" {
+		stream = s.streamCloneBackup
+	}
+	n, err := stream(r.Context(), w, log)
 	s.metrics.bytes.Add(float64(n))
 	s.metrics.duration.Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -382,9 +408,7 @@ func (s *Server) streamBackup(ctx context.Context, w http.ResponseWriter, log lo
 	stderrDone.Add(1)
 	go func() { defer stderrDone.Done(); tail.consume(stderr) }()
 
-	w.Header().Set("Trailer", strings.Join([]string{BackupStatusTrailer, BackupGTIDTrailer, BackupVersionTrailer}, ", "))
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.WriteHeader(http.StatusOK)
+	startStream(w, FormatXbstream)
 	n, copyErr := copyFlushing(w, stdout)
 	stderrDone.Wait()
 	waitErr := cmd.Wait()
@@ -404,10 +428,20 @@ func (s *Server) streamBackup(ctx context.Context, w http.ResponseWriter, log lo
 	return n, nil
 }
 
+// startStream sends /xbackup's headers: its format, and the trailers it ends with.
+func startStream(w http.ResponseWriter, format string) {
+	w.Header().Set("Trailer", strings.Join([]string{BackupStatusTrailer, BackupGTIDTrailer, BackupVersionTrailer}, ", "))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(BackupFormatHeader, format)
+	w.WriteHeader(http.StatusOK)
+}
+
 // BackupInfo is what xtrabackup_info says of a backup that matters afterwards.
 type BackupInfo struct {
 	GTID          string
 	ServerVersion string
+	// Format is the stream's (FormatXbstream or FormatTar).
+	Format string
 }
 
 // ParseBackupInfo reads xtrabackup_info ("key = value" lines; the position is

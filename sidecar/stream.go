@@ -77,7 +77,16 @@ func (s *BackupStream) Finish() (BackupInfo, error) {
 	if status := s.resp.Trailer.Get(BackupStatusTrailer); status != "ok" {
 		return BackupInfo{}, fmt.Errorf("%s did not finish the backup (status %q)", s.Source, status)
 	}
-	return BackupInfo{GTID: s.resp.Trailer.Get(BackupGTIDTrailer), ServerVersion: s.resp.Trailer.Get(BackupVersionTrailer)}, nil
+	return BackupInfo{GTID: s.resp.Trailer.Get(BackupGTIDTrailer), ServerVersion: s.resp.Trailer.Get(BackupVersionTrailer),
+		Format: s.Format()}, nil
+}
+
+// Format is the stream's format, from its header (FormatXbstream when it has none).
+func (s *BackupStream) Format() string {
+	if f := s.resp.Header.Get(BackupFormatHeader); f != "" {
+		return f
+	}
+	return FormatXbstream
 }
 
 // Close ends the request (the donor's backup stops if it has not finished).

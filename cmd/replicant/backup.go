@@ -99,6 +99,7 @@ REPLICANT_BACKUP_USER/REPLICANT_BACKUP_PASSWORD. Prints the manifest as JSON.`,
 	fl.StringVar(&terminationLog, "termination-log", "", "a file to leave the outcome in, as JSON (the container's termination message, which the controller reports)")
 	fl.StringSliceVar(&opts.Sources, "source", nil, "sidecars to stream from, in order (default <sts>-replicas, then <sts>-master)")
 	fl.DurationVar(&opts.IdleTimeout, "idle-timeout", 5*time.Minute, "give up a source that sent nothing for this long")
+	fl.StringVar(&opts.Flavor, "flavor", "mariadb", "the servers' flavor (replicant.dev/flavor), recorded in the manifest: mariadb or mysql")
 	return run
 }
 

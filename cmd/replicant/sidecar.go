@@ -122,7 +122,7 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 				cloneCfg.Restore, cloneCfg.Replay = backup.PointInTimeRestorer(cloneCfg.InitURI, restoreTo,
 					backup.ReplayOptions{Log: newLogger().WithName("replay")})
 			case cloneCfg.InitURI != "":
-				cloneCfg.Restore = backup.Restorer(cloneCfg.InitURI, newLogger().WithName("restore"))
+				cloneCfg.Restore = backup.Restorer(cloneCfg.InitURI, cloneOpts.flavor, newLogger().WithName("restore"))
 			}
 			cloneCfg.BackupUser, cloneCfg.BackupPassword = os.Getenv("REPLICANT_BACKUP_USER"), os.Getenv("REPLICANT_BACKUP_PASSWORD")
 			// A MySQL clone (--flavor mysql) logs in to the donor's server with the
@@ -162,7 +162,8 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 		Use:   "serve",
 		Short: "Serve /xbackup, /healthz, /readyz, /status and /metrics on :8080 (container replicant-sidecar)",
 		Long: `Serve the local server to its peers: GET /xbackup streams a consistent physical backup
-(mariadb-backup --stream=xbstream) to a cloning pod, only with the backup credentials,
+(MariaDB: mariadb-backup --stream=xbstream; MySQL: the server's CLONE LOCAL into
+--scratch-dir, streamed as tar) to a cloning pod or a backup, only with the backup credentials,
 one at a time; /healthz, /readyz (the server answers), /status (the clone record),
 /pre-stop (the server container's preStop hook: returns once the server is read-only),
 /metrics (Prometheus). Reads REPLICANT_BACKUP_USER/PASSWORD. Stops cleanly on SIGTERM.`,
@@ -170,6 +171,7 @@ one at a time; /healthz, /readyz (the server answers), /status (the clone record
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			serveCfg.BackupUser, serveCfg.BackupPassword = os.Getenv("REPLICANT_BACKUP_USER"), os.Getenv("REPLICANT_BACKUP_PASSWORD")
 			serveCfg.AdminUser, serveCfg.AdminPassword = os.Getenv("REPLICANT_ADMIN_USER"), os.Getenv("REPLICANT_ADMIN_PASSWORD")
+			serveCfg.Flavor = serveOpts.flavor
 			serveCfg.Log = newLogger().WithName("sidecar")
 			srv, err := sidecar.NewServer(serveCfg)
 			if err != nil {
@@ -186,6 +188,7 @@ one at a time; /healthz, /readyz (the server answers), /status (the clone record
 	serve.Flags().StringVar(&serveCfg.Listen, "listen", ":8080", "address to serve on")
 	serve.Flags().StringVar(&serveCfg.ServerAddr, "server-addr", "127.0.0.1:3306", "the local server")
 	serve.Flags().StringVar(&serveCfg.DefaultsFile, "defaults-file", "", "the server's my.cnf for mariadb-backup (default: its usual search)")
+	serve.Flags().StringVar(&serveCfg.ScratchDir, "scratch-dir", "", "MySQL: a directory the server writes and this sidecar reads, for a backup's CLONE LOCAL copy")
 
 	cmd.AddCommand(install, config, clone, serve)
 	return cmd
