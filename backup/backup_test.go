@@ -50,8 +50,12 @@ func donor(t testing.TB, s *mariadb.Server, rows int) string {
 	for i := 0; i < rows; i++ {
 		s.Exec(ctx, "INSERT INTO app.t (v) VALUES (REPEAT('x', 64))")
 	}
-	srv, err := sidecar.NewServer(sidecar.ServeConfig{Datadir: s.Datadir, DefaultsFile: s.ConfigPath(), ServerAddr: s.Addr(),
-		BackupUser: backupUser, BackupPassword: backupPassword, Log: testr.NewWithInterface(t, testr.Options{})})
+	cfg := sidecar.ServeConfig{Datadir: s.Datadir, DefaultsFile: s.ConfigPath(), ServerAddr: s.Addr(),
+		BackupUser: backupUser, BackupPassword: backupPassword, Log: testr.NewWithInterface(t, testr.Options{})}
+	if s.Config.Flavor == "mysql" {
+		cfg.Flavor, cfg.ScratchDir, cfg.Mysqld, cfg.MysqldOptions = "mysql", t.TempDir(), mariadb.MySQLCommand(), mariadb.MySQLOptions()
+	}
+	srv, err := sidecar.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,9 +110,13 @@ func restoreWith(t *testing.T, s *mariadb.Server, initURI string, open sidecar.O
 	s.Kill()
 	os.RemoveAll(s.Datadir)
 	os.Mkdir(s.Datadir, 0o750)
-	d, err := sidecar.Clone(context.Background(), sidecar.CloneConfig{Datadir: s.Datadir, PodName: "restored-1",
+	cfg := sidecar.CloneConfig{Datadir: s.Datadir, PodName: "restored-1",
 		ReplicasURL: deadURL(t), MasterURL: deadURL(t), InitURI: initURI, Restore: open, Replay: replay,
-		ProbeTimeout: time.Second, Log: testr.New(t)})
+		ProbeTimeout: time.Second, Log: testr.New(t)}
+	if s.Config.Flavor == "mysql" {
+		cfg.Flavor, cfg.Mysqld, cfg.MysqldOptions = "mysql", mariadb.MySQLCommand(), mariadb.MySQLOptions()
+	}
+	d, err := sidecar.Clone(context.Background(), cfg)
 	if d != sidecar.DecisionRestore {
 		t.Fatalf("decision %q (%v)", d, err)
 	}
@@ -191,6 +199,77 @@ func TestBackupUnderWritesAndRestore(t *testing.T) {
 		t.Errorf("clone record %s does not carry the backup's position %s", rec, m.GTID)
 	}
 	t.Logf("restored %d rows at %s (binlog pos %q)", strings.Count(got, "\n"), m.GTID, gtid)
+}
+
+// TestMySQLBackupToABucketAndRestore (MySQL): a backup of a MySQL server taken while
+// a client writes is committed as a tar archive of the server's CLONE LOCAL copy, with
+// the flavor, version and GTID set in its manifest, through rclone's S3 server; it
+// restores into an empty datadir exactly the donor's rows at that GTID set. A MariaDB
+// StatefulSet asked to restore it is refused, naming both flavors.
+func TestMySQLBackupToABucketAndRestore(t *testing.T) {
+	ctx := context.Background()
+	store := objectstore.Start(t)
+	servers := mariadb.Start(t, 2, mariadb.Options{Flavor: "mysql"})
+	src := donor(t, servers[0], 500)
+	var written atomic.Int64
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := servers[0].DB().Exec("INSERT INTO app.t (v) VALUES ('during')"); err == nil {
+				written.Add(1)
+			}
+		}
+	}()
+	c, err := backup.OpenCluster(ctx, store.URI("prod"), "default", "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	opts := takeOptions(t, src)
+	opts.Flavor = "mysql"
+	m, err := c.Take(ctx, opts)
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	var version string
+	servers[0].DB().QueryRow("SELECT @@version").Scan(&version)
+	if m.Flavor != "mysql" || m.Format != sidecar.FormatTar || m.ServerVersion != version || m.GTID == "" ||
+		m.StoredBytes == 0 || m.StreamBytes <= m.StoredBytes {
+		t.Errorf("manifest: %+v", m)
+	}
+	if _, err := os.Stat(filepath.Join(store.Dir, objectstore.Bucket, "prod", "default", "db", m.Name, backup.TarDataObject)); err != nil {
+		t.Errorf("the data object is not where the layout says: %v", err)
+	}
+	t.Logf("%d rows written during the backup; stream %d bytes stored as %d (%.1fx) in %.1fs", written.Load(),
+		m.StreamBytes, m.StoredBytes, float64(m.StreamBytes)/float64(m.StoredBytes), m.End.Sub(m.Start).Seconds())
+	want := rows(t, servers[0])
+
+	latest := store.URI("prod/default/db/latest")
+	err = restoreWith(t, servers[1], latest, backup.Restorer(latest, "mariadb", testr.New(t)), nil)
+	if err == nil || !strings.Contains(err.Error(), "taken of a mysql server") || !strings.Contains(err.Error(), "runs mariadb") {
+		t.Errorf("a MySQL backup restored as MariaDB: %v", err)
+	}
+	if err := restoreWith(t, servers[1], latest, backup.Restorer(latest, "mysql", testr.New(t)), nil); err != nil {
+		t.Fatal(err)
+	}
+	got := rows(t, servers[1])
+	if !strings.HasPrefix(want, got) || strings.Count(got, "\n") < 500 {
+		t.Errorf("restored %d rows, not a prefix of the donor's %d", strings.Count(got, "\n"), strings.Count(want, "\n"))
+	}
+	var gtid string
+	servers[1].DB().QueryRow("SELECT @@global.gtid_executed").Scan(&gtid)
+	if strings.Join(strings.Fields(gtid), "") != m.GTID {
+		t.Errorf("the restored server holds %s, the manifest says %s", gtid, m.GTID)
+	}
+	t.Logf("restored %d rows at %s", strings.Count(got, "\n"), m.GTID)
 }
 
 // cuttingProxy passes a donor's backup through and calls cut once limit bytes went by.

@@ -227,6 +227,52 @@ func TestMutateMySQL(t *testing.T) {
 			t.Errorf("clone container: %s is not taken from the credentials Secret (env %v)", name, env)
 		}
 	}
+	// A backup is the server's CLONE LOCAL into a volume the sidecar streams from.
+	for _, name := range []string{"mysql", ContainerSidecar} {
+		if !slices.ContainsFunc(container(t, spec.Containers, name).VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.Name == VolumeScratch && m.MountPath == ScratchDir && !m.ReadOnly
+		}) {
+			t.Errorf("%s does not mount %s at %s", name, VolumeScratch, ScratchDir)
+		}
+	}
+	if sc := container(t, spec.Containers, ContainerSidecar); !slices.Contains(sc.Command, "--scratch-dir="+ScratchDir) {
+		t.Errorf("the sidecar is not told the scratch directory: %v", sc.Command)
+	}
+	if !slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == VolumeScratch && v.EmptyDir != nil }) {
+		t.Errorf("no %s emptyDir volume", VolumeScratch)
+	}
+	// Taken out again, nothing of it is left.
+	out.Labels[LabelInject] = "disabled"
+	stripped := mustMutate(t, out, testConfig)
+	if v := stripped.Spec.Template.Spec.Volumes; len(v) != len(in.Spec.Template.Spec.Volumes) {
+		t.Errorf("volumes left after opting out: %v", v)
+	}
+	if m := stripped.Spec.Template.Spec.Containers[0].VolumeMounts; !reflect.DeepEqual(m, in.Spec.Template.Spec.Containers[0].VolumeMounts) {
+		t.Errorf("mounts left after opting out: %v", m)
+	}
+}
+
+// TestMySQLBackupsAreAdmitted: a MySQL StatefulSet may have scheduled backups and a
+// restore from a backup; its backup Job records the flavor.
+func TestMySQLBackupsAreAdmitted(t *testing.T) {
+	in := userStatefulSet()
+	db := &in.Spec.Template.Spec.Containers[0]
+	db.Name, db.Image = "mysql", "mysql:9.7"
+	in.Annotations = map[string]string{AnnBackupURI: "s3://b/p", AnnBackupSchedule: "0 3 * * *",
+		AnnInitURI: "s3://b/p/default/db/latest", AnnBinlogArchiveInterval: "off"}
+	out := mustMutate(t, in, testConfig)
+	clone := container(t, out.Spec.Template.Spec.InitContainers, ContainerClone)
+	if !slices.Contains(clone.Command, "--init-uri=s3://b/p/default/db/latest") {
+		t.Errorf("the clone step is not told the init-uri: %v", clone.Command)
+	}
+	opts, err := ParseOptions(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := BackupCronJobSpec(out, opts, testConfig).JobTemplate.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(job.Command, "--flavor=mysql") {
+		t.Errorf("the backup Job does not record the flavor: %v", job.Command)
+	}
 }
 
 func TestMutateIsIdempotent(t *testing.T) {
@@ -336,14 +382,17 @@ func TestRefusals(t *testing.T) {
 		want   []string
 	}{
 		{"unknown flavor", ann(AnnFlavor, "postgres"), []string{AnnFlavor, `"postgres"`, "mariadb or mysql"}},
-		{"mysql backups not yet", func(s *appsv1.StatefulSet) {
+		{"mysql point-in-time restore not yet", func(s *appsv1.StatefulSet) {
+			ann(AnnFlavor, "mysql")(s)
+			ann(AnnInitURI, "s3://b/p/default/db")(s)
+			ann(AnnRestoreTo, "2026-12-04T10:30:00Z")(s)
+		}, []string{AnnRestoreTo, `"2026-12-04T10:30:00Z"`, "flavor mysql is not supported", "remove " + AnnRestoreTo}},
+		{"mysql binlog archiving not yet", func(s *appsv1.StatefulSet) {
 			ann(AnnFlavor, "mysql")(s)
 			ann(AnnBackupURI, "s3://b/p")(s)
-		}, []string{AnnBackupURI, "flavor mysql are not supported", "remove " + AnnBackupURI}},
-		{"mysql restores not yet", func(s *appsv1.StatefulSet) {
-			ann(AnnFlavor, "mysql")(s)
-			ann(AnnInitURI, "s3://b/p/default/db/latest")(s)
-		}, []string{AnnInitURI, "flavor mysql are not supported"}},
+			ann(AnnBackupSchedule, "0 3 * * *")(s)
+			ann(AnnBinlogArchiveInterval, "5m")(s)
+		}, []string{AnnBinlogArchiveInterval, `"5m"`, "flavor mysql is not supported", "or off"}},
 		{"mysql too old", func(s *appsv1.StatefulSet) {
 			s.Spec.Template.Spec.Containers[0].Image = "registry.example.com/mysql:5.7.44"
 			ann(AnnFlavor, "mysql")(s)
