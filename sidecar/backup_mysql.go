@@ -149,8 +149,8 @@ func (s *Server) cloneLocal(ctx context.Context, dir string) (BackupInfo, error)
 }
 
 // checkCopy starts a private server on the copy (socket only, no grant tables, no
-// binlog: it adds nothing to the copy but the recovery any start does) and reads the
-// GTID set the copy holds: CLONE LOCAL does not report it, and a copy that does not
+// binlog, no replication), clears its replica settings, and reads the GTID set the
+// copy holds: CLONE LOCAL does not report it, and a copy that does not
 // start is not a backup. The server image's mysqld is at hand: the sidecar runs in it.
 func (s *Server) checkCopy(ctx context.Context, work, dir string) (string, error) {
 	sockDir, err := os.MkdirTemp("", "rbackup-") // a socket path stays under 108 bytes
@@ -170,6 +170,16 @@ func (s *Server) checkCopy(ctx context.Context, work, dir string) (string, error
 		return "", fmt.Errorf("the local clone does not start: %w", err)
 	}
 	defer private.stop()
+	// A backup carries no replica settings of the server it was taken from (most are
+	// taken from a replica): a cluster restored from it never points at this one.
+	db, err := private.open(30 * time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "RESET REPLICA ALL"); err != nil {
+		return "", fmt.Errorf("clear the copy's replica settings: %w", err)
+	}
 	return private.executed(ctx)
 }
 

@@ -42,7 +42,8 @@ func serveMySQLSidecar(t testing.TB, s *mariadb.Server) (url, scratch string) {
 // GTID set the copy ends at; the scratch copy is gone afterwards. The archive restored
 // into an empty datadir (the clone step's init-uri path) boots, holds exactly that
 // GTID set, and replicates from the master by auto-position to every row the master
-// has: data and position agree.
+// has: data and position agree. The backed-up server's replica settings are not
+// restored.
 func TestMySQLBackupWhileWritingRestoresThenReplicates(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -51,6 +52,8 @@ func TestMySQLBackupWhileWritingRestoresThenReplicates(t *testing.T) {
 	root, _ := donor(t, m, 200)
 	url, scratch := serveMySQLSidecar(t, m)
 	emptyDatadir(t, r)
+	// Replica settings, as a backup taken from a replica has them (not started).
+	m.Exec(ctx, "CHANGE REPLICATION SOURCE TO SOURCE_HOST = '192.0.2.1', SOURCE_PORT = 3306, SOURCE_USER = 'x', SOURCE_AUTO_POSITION = 1")
 	written, finishWriting := startRowWriter(t, m)
 
 	stream, err := sidecar.RequestBackup(ctx, url, backupUser, backupPassword, time.Minute)
@@ -112,6 +115,11 @@ func TestMySQLBackupWhileWritingRestoresThenReplicates(t *testing.T) {
 	}
 	if want, _ := mysql.ParseGTIDSet(info.GTID); !st.BinlogState.Contains(want) || !want.Contains(st.BinlogState) {
 		t.Fatalf("the restored server holds %s, the backup ended at %s", st.BinlogState, info.GTID)
+	}
+	var channels int
+	r.DB().QueryRow("SELECT COUNT(*) FROM performance_schema.replication_connection_configuration").Scan(&channels)
+	if channels != 0 {
+		t.Errorf("the restored server has %d replication channels of the server backed up", channels)
 	}
 	replicateAndCompare(t, ctx, root, replica, m, r, written, finishWriting, info.GTID)
 }

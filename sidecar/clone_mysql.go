@@ -158,8 +158,11 @@ func (p *privateServer) initialise(ctx context.Context) error {
 }
 
 func (p *privateServer) start(ctx context.Context, options ...string) error {
+	// --skip-replica-start: a copy of a replica holds its replication settings, and
+	// --skip-networking stops only connections to the private server, not its own
+	// to a source.
 	p.cmd = p.command(context.Background(), append(append(p.common(), "--socket="+p.socket, "--skip-networking", "--mysqlx=OFF",
-		"--pid-file="+filepath.Join(p.dir, "mysqld.pid"), "--plugin-load-add=mysql_clone.so"), options...)...)
+		"--skip-replica-start", "--pid-file="+filepath.Join(p.dir, "mysqld.pid"), "--plugin-load-add=mysql_clone.so"), options...)...)
 	if err := p.cmd.Start(); err != nil {
 		return fmt.Errorf("clone: start the private server: %w", err)
 	}

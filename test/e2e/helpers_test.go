@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -306,4 +309,65 @@ func eventsSince(reason string, t time.Time) []string {
 		}
 	}
 	return out
+}
+
+// s3Query is what a backup URI on the example S3 server (docs/examples/s3.yaml) needs.
+const s3Query = "?endpoint=http://s3.default.svc.cluster.local:9000&region=us-east-1&use_path_style=true"
+
+// startS3 runs the example S3 server for the rest of the spec (its bucket "backups",
+// its credentials in the Secret bucket-creds).
+func startS3() {
+	GinkgoHelper()
+	s3 := readExample("s3.yaml")
+	_, err := runStdin(s3, "apply", "-f", "-")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { _, _ = runStdin(s3, "delete", "-f", "-", "--ignore-not-found") })
+	mustKubectl("rollout", "status", "deployment/s3", "--timeout=120s")
+}
+
+// applyCopy applies the story's StatefulSet from example (its StatefulSet, and all
+// that follows it in the file) as name, labelled app=name, with a headless Service of
+// its own named name, the given replicas, server image and annotations; it is removed
+// with its volumes when the spec ends. It returns the StatefulSet's YAML.
+func applyCopy(example, name string, replicas int, image string, annotations map[string]string) string {
+	GinkgoHelper()
+	stsYAML := example[strings.Index(example, "apiVersion: apps/v1\nkind: StatefulSet"):]
+	stsYAML = regexp.MustCompile(`(?m)^  replicas: \d+$`).ReplaceAllString(stsYAML, fmt.Sprintf("  replicas: %d", replicas))
+	stsYAML = regexp.MustCompile(`(?m)^(\s+image: )\S+$`).ReplaceAllString(stsYAML, "${1}"+image)
+	stsYAML = strings.NewReplacer("name: "+sts+"\n", "name: "+name+"\n", "app: "+sts+"\n", "app: "+name+"\n",
+		"serviceName: "+headless+"\n", "serviceName: "+name+"\n").Replace(stsYAML)
+	var ann strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(annotations)) {
+		fmt.Fprintf(&ann, "    %s: %q\n", k, annotations[k])
+	}
+	if ann.Len() > 0 {
+		stsYAML = strings.Replace(stsYAML, "metadata:\n  name: "+name+"\n", "metadata:\n  name: "+name+"\n  annotations:\n"+ann.String(), 1)
+	}
+	DeferCleanup(func() {
+		_, _ = kubectl("delete", "statefulset", name, "--wait=true", "--timeout=90s")
+		_, _ = kubectl("delete", "service", name, "--ignore-not-found")
+		_, _ = kubectl("delete", "pvc", "-l", "app="+name, "--ignore-not-found")
+	})
+	_, err := runStdin(`apiVersion: v1
+kind: Service
+metadata:
+  name: `+name+`
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector:
+    app: `+name+`
+  ports:
+    - name: mysql
+      port: 3306
+---
+`+stsYAML, "apply", "-f", "-")
+	Expect(err).NotTo(HaveOccurred())
+	return stsYAML
+}
+
+// rolesOf is "<pod>=<role>/<healthy> ..." of the pods labelled app=app.
+func rolesOf(app string) string {
+	out, _ := kubectl("get", "pods", "-l", "app="+app, "-o", `jsonpath={range .items[*]}{.metadata.name}={.metadata.labels.replicant\.dev/role}/{.metadata.labels.replicant\.dev/healthy} {end}`)
+	return strings.TrimSpace(out)
 }

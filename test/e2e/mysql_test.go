@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
@@ -30,7 +31,7 @@ var _ = Describe("a plain MySQL StatefulSet labelled for replicant", Ordered, fu
 		})
 	})
 
-	It("is refused, saying why, when its MySQL is older than 8.0.23 or it asks for backups; nothing is stored", func() {
+	It("is refused, saying why, when its MySQL is older than 8.0.23 or it asks for a point-in-time restore; nothing is stored", func() {
 		example := readExample("mysql.yaml")
 		old := strings.Replace(example, "image: mysql:9.7", "image: mysql:8.0.22", 1)
 		Expect(old).To(ContainSubstring("mysql:8.0.22"))
@@ -39,13 +40,13 @@ var _ = Describe("a plain MySQL StatefulSet labelled for replicant", Ordered, fu
 		Expect(out).To(ContainSubstring(`"mysql:8.0.22"`))
 		Expect(out).To(ContainSubstring("8.0.23 or later"))
 
-		backups := strings.Replace(example, "    replicant.dev/inject: enabled\n",
-			"    replicant.dev/inject: enabled\n  annotations:\n    replicant.dev/backup-uri: s3://backups/db\n", 1)
-		Expect(backups).To(ContainSubstring("backup-uri"))
-		out, err = runStdin(backups, "apply", "-f", "-")
+		pitr := strings.Replace(example, "    replicant.dev/inject: enabled\n",
+			"    replicant.dev/inject: enabled\n  annotations:\n    replicant.dev/init-uri: s3://backups/db\n    replicant.dev/restore-to: \"2026-12-04T10:30:00Z\"\n", 1)
+		Expect(pitr).To(ContainSubstring("restore-to"))
+		out, err = runStdin(pitr, "apply", "-f", "-")
 		Expect(err).To(HaveOccurred())
-		Expect(out).To(ContainSubstring(inject.AnnBackupURI))
-		Expect(out).To(ContainSubstring("flavor mysql are not supported"))
+		Expect(out).To(ContainSubstring(inject.AnnRestoreTo))
+		Expect(out).To(ContainSubstring("a point-in-time restore of flavor mysql is not supported"))
 		_, err = kubectl("get", "statefulset", sts)
 		Expect(err).To(HaveOccurred(), "nothing stored")
 	})
@@ -92,4 +93,46 @@ var _ = Describe("a plain MySQL StatefulSet labelled for replicant", Ordered, fu
 	It("keeps every acknowledged write when the master's server is SIGKILLed (OOM) and restarts in place", keepsWritesWhenMasterCrashes)
 
 	It("fails over when the master's node is lost (server killed, pod force-deleted); the new pod rejoins as a replica", failsOverWhenMasterNodeLost)
+
+	It("backs up to an S3 server with MySQL's CLONE LOCAL; a new StatefulSet restored from the newest backup holds every row", func() {
+		eventuallySettled(3, 4*time.Minute)
+		startS3()
+		DeferCleanup(func() {
+			_, _ = kubectl("annotate", "statefulset", sts, inject.AnnBackupURI+"-", inject.AnnBackupSecret+"-")
+		})
+		mustKubectl("annotate", "statefulset", sts, "--overwrite",
+			inject.AnnBackupURI+"=s3://backups/e2e"+s3Query, inject.AnnBackupSecret+"=bucket-creds")
+		_, err := sql(sts+"-master", "INSERT INTO orders (note) VALUES ('before-the-backup')")
+		Expect(err).NotTo(HaveOccurred())
+		want, err := rootSQL(master(), "SELECT COUNT(*), MAX(id) FROM shop.orders")
+		Expect(err).NotTo(HaveOccurred())
+		start := time.Now()
+		out, err := replicant("backup", "-a", alias())
+		took := time.Since(start).Round(time.Second)
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("committed: GTID "))
+		_, err = sql(sts+"-master", "INSERT INTO orders (note) VALUES ('after-the-backup')")
+		Expect(err).NotTo(HaveOccurred())
+
+		restoreStart := time.Now()
+		applyCopy(readExample("mysql.yaml"), "myrestored", 2, "mysql:9.7", map[string]string{
+			inject.AnnInitURI: "s3://backups/e2e/default/" + sts + "/latest" + s3Query, inject.AnnBackupSecret: "bucket-creds"})
+		Eventually(func() string { return rolesOf("myrestored") }).WithTimeout(8 * time.Minute).WithPolling(2 * time.Second).
+			Should(Equal("myrestored-0=master/yes myrestored-1=replica/yes"))
+		restored := time.Since(restoreStart).Round(time.Second)
+		Expect(cloneLog("myrestored-0")).To(ContainSubstring("decision: restore from init-uri"))
+		Expect(cloneLog("myrestored-0")).To(ContainSubstring("restore complete"))
+		Expect(cloneLog("myrestored-1")).To(ContainSubstring("decision: clone from"))
+		for _, pod := range []string{"myrestored-0", "myrestored-1"} {
+			Eventually(func() (string, error) {
+				return rootSQL(pod, "SELECT COUNT(*), MAX(id) FROM shop.orders")
+			}).WithTimeout(time.Minute).Should(Equal(want), "%s holds what the master held at the backup", pod)
+			Expect(rootSQL(pod, "SELECT COUNT(*) FROM shop.orders WHERE note = 'after-the-backup'")).To(Equal("0"))
+		}
+		// The restored cluster takes writes through its own Service.
+		_, err = sql("myrestored-master", "INSERT INTO orders (note) VALUES ('on-the-restored-cluster')")
+		Expect(err).NotTo(HaveOccurred())
+		AddReportEntry("MySQL backup and restore", fmt.Sprintf("on demand in %v: %s; a 2-pod StatefulSet restored from it up and settled in %v with %s (rows, max id)",
+			took, strings.TrimSpace(out), restored, want), ReportEntryVisibilityAlways)
+	})
 })

@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -412,10 +411,7 @@ spec:
 			_, _ = kubectl("delete", "service", "shop", "shop-master", "shop-replicas", "--ignore-not-found")
 			_, _ = kubectl("delete", "pvc", "-l", "app=shop", "--ignore-not-found")
 		})
-		shopRoles := func() string {
-			out, _ := kubectl("get", "pods", "-l", "app=shop", "-o", `jsonpath={range .items[*]}{.metadata.name}={.metadata.labels.replicant\.dev/role}/{.metadata.labels.replicant\.dev/healthy} {end}`)
-			return strings.TrimSpace(out)
-		}
+		shopRoles := func() string { return rolesOf("shop") }
 		Eventually(shopRoles).WithTimeout(7 * time.Minute).WithPolling(2 * time.Second).Should(Equal("shop-0=master/yes shop-1=replica/yes"))
 		Expect(cloneLog("shop-1")).To(ContainSubstring("decision: clone from the master's pod, as the controller recorded it"), "shop-master has no sidecar port")
 		Eventually(func() string {
@@ -463,19 +459,11 @@ spec:
 	})
 
 	It("backs up to an S3 server on its schedule and on demand; a new StatefulSet restored from the newest backup holds every row", func() {
-		s3, err := os.ReadFile(filepath.Join(root, "docs", "examples", "s3.yaml"))
-		Expect(err).NotTo(HaveOccurred())
-		_, err = runStdin(string(s3), "apply", "-f", "-")
-		Expect(err).NotTo(HaveOccurred())
+		startS3()
 		DeferCleanup(func() {
 			_, _ = kubectl("annotate", "statefulset", sts, inject.AnnBackupSchedule+"-", inject.AnnBackupURI+"-", inject.AnnBackupSecret+"-", inject.AnnBackupRetention+"-")
-			_, _ = kubectl("delete", "statefulset", "restored", "--wait=true", "--timeout=90s")
-			_, _ = kubectl("delete", "service", "restored", "--ignore-not-found")
-			_, _ = kubectl("delete", "pvc", "-l", "app=restored", "--ignore-not-found")
-			_, _ = runStdin(string(s3), "delete", "-f", "-", "--ignore-not-found")
 		})
-		mustKubectl("rollout", "status", "deployment/s3", "--timeout=120s")
-		const query = "?endpoint=http://s3.default.svc.cluster.local:9000&region=us-east-1&use_path_style=true"
+		query := s3Query
 		mustKubectl("annotate", "statefulset", sts, "--overwrite",
 			inject.AnnBackupURI+"=s3://backups/e2e"+query, inject.AnnBackupSecret+"=bucket-creds",
 			inject.AnnBackupRetention+"=2", inject.AnnBackupSchedule+"=*/1 * * * *")
@@ -491,7 +479,7 @@ spec:
 			return err
 		}).WithTimeout(time.Minute).Should(HaveOccurred(), "the CronJob goes with the schedule")
 
-		_, err = sql("db-master", "INSERT INTO orders (note) VALUES ('before-the-backup')")
+		_, err := sql("db-master", "INSERT INTO orders (note) VALUES ('before-the-backup')")
 		Expect(err).NotTo(HaveOccurred())
 		want, err := rootSQL(master(), "SELECT COUNT(*), MAX(id) FROM shop.orders")
 		Expect(err).NotTo(HaveOccurred())
@@ -501,34 +489,12 @@ spec:
 		_, err = sql("db-master", "INSERT INTO orders (note) VALUES ('after-the-backup')")
 		Expect(err).NotTo(HaveOccurred())
 
-		example := readExample("mariadb.yaml")
-		stsYAML := example[strings.Index(example, "apiVersion: apps/v1\nkind: StatefulSet"):]
 		// Restored on the source's server version (the upgrade spec moved it).
 		sourceImage := strings.TrimSpace(mustKubectl("get", "statefulset", sts, "-o", `jsonpath={.spec.template.spec.containers[?(@.name=="mariadb")].image}`))
-		stsYAML = strings.NewReplacer("name: db\n", "name: restored\n", "app: db\n", "app: restored\n", "serviceName: mysql", "serviceName: restored",
-			"replicas: 3", "replicas: 2", "image: mariadb:10.11", "image: "+sourceImage).Replace(stsYAML)
-		stsYAML = strings.Replace(stsYAML, "metadata:\n  name: restored\n", "metadata:\n  name: restored\n  annotations:\n    "+
-			inject.AnnInitURI+": s3://backups/e2e/default/db/latest"+query+"\n    "+inject.AnnBackupSecret+": bucket-creds\n", 1)
-		_, err = runStdin(`apiVersion: v1
-kind: Service
-metadata:
-  name: restored
-spec:
-  clusterIP: None
-  publishNotReadyAddresses: true
-  selector:
-    app: restored
-  ports:
-    - name: mysql
-      port: 3306
----
-`+stsYAML, "apply", "-f", "-")
-		Expect(err).NotTo(HaveOccurred())
-		roles := func() string {
-			out, _ := kubectl("get", "pods", "-l", "app=restored", "-o", `jsonpath={range .items[*]}{.metadata.name}={.metadata.labels.replicant\.dev/role}/{.metadata.labels.replicant\.dev/healthy} {end}`)
-			return strings.TrimSpace(out)
-		}
-		Eventually(roles).WithTimeout(7 * time.Minute).WithPolling(2 * time.Second).Should(Equal("restored-0=master/yes restored-1=replica/yes"))
+		applyCopy(readExample("mariadb.yaml"), "restored", 2, sourceImage, map[string]string{
+			inject.AnnInitURI: "s3://backups/e2e/default/db/latest" + query, inject.AnnBackupSecret: "bucket-creds"})
+		Eventually(func() string { return rolesOf("restored") }).WithTimeout(7 * time.Minute).WithPolling(2 * time.Second).
+			Should(Equal("restored-0=master/yes restored-1=replica/yes"))
 		Expect(cloneLog("restored-0")).To(ContainSubstring("decision: restore from init-uri"))
 		Expect(cloneLog("restored-1")).To(ContainSubstring("decision: clone from"))
 		for _, pod := range []string{"restored-0", "restored-1"} {
@@ -560,34 +526,11 @@ spec:
 		mustKubectl("create", "job", "db-binlogs-e2e", "--from=cronjob/"+inject.BinlogsCronJobName(sts))
 		mustKubectl("wait", "--for=condition=complete", "job/db-binlogs-e2e", "--timeout=180s")
 		archived := time.Since(archiveStart).Round(time.Second)
-		pitrYAML := strings.NewReplacer("name: restored\n", "name: pitr\n", "app: restored\n", "app: pitr\n", "serviceName: restored", "serviceName: pitr",
-			"replicas: 2", "replicas: 1", "/db/latest"+query, "/db"+query).Replace(stsYAML)
-		pitrYAML = strings.Replace(pitrYAML, "  annotations:\n", "  annotations:\n    "+inject.AnnRestoreTo+": \""+point.Format(time.RFC3339)+"\"\n", 1)
-		DeferCleanup(func() {
-			_, _ = kubectl("delete", "statefulset", "pitr", "--wait=true", "--timeout=90s")
-			_, _ = kubectl("delete", "service", "pitr", "--ignore-not-found")
-			_, _ = kubectl("delete", "pvc", "-l", "app=pitr", "--ignore-not-found")
-		})
-		_, err = runStdin(`apiVersion: v1
-kind: Service
-metadata:
-  name: pitr
-spec:
-  clusterIP: None
-  publishNotReadyAddresses: true
-  selector:
-    app: pitr
-  ports:
-    - name: mysql
-      port: 3306
----
-`+pitrYAML, "apply", "-f", "-")
-		Expect(err).NotTo(HaveOccurred())
 		restoreStart := time.Now()
-		Eventually(func() string {
-			out, _ := kubectl("get", "pods", "-l", "app=pitr", "-o", `jsonpath={range .items[*]}{.metadata.name}={.metadata.labels.replicant\.dev/role}/{.metadata.labels.replicant\.dev/healthy} {end}`)
-			return strings.TrimSpace(out)
-		}).WithTimeout(7 * time.Minute).WithPolling(2 * time.Second).Should(Equal("pitr-0=master/yes"))
+		applyCopy(readExample("mariadb.yaml"), "pitr", 1, sourceImage, map[string]string{
+			inject.AnnInitURI: "s3://backups/e2e/default/db" + query, inject.AnnBackupSecret: "bucket-creds",
+			inject.AnnRestoreTo: point.Format(time.RFC3339)})
+		Eventually(func() string { return rolesOf("pitr") }).WithTimeout(7 * time.Minute).WithPolling(2 * time.Second).Should(Equal("pitr-0=master/yes"))
 		restored := time.Since(restoreStart).Round(time.Second)
 		Expect(cloneLog("pitr-0")).To(ContainSubstring("binlogs replayed"))
 		Expect(rootSQL("pitr-0", "SELECT COUNT(*) FROM shop.orders WHERE note IN ('after-the-backup', 'before-the-point')")).To(Equal("2"), "rows written after the backup and before the point")
