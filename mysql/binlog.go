@@ -3,6 +3,7 @@ package mysql
 import (
 	"bufio"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +18,8 @@ type BinlogSummary struct {
 	ServerID uint32 `json:"serverId"`
 	// Created is the file's creation time (its format description event's header).
 	Created time.Time `json:"created"`
-	// Start is the binlog state before the file: its Gtid_list event.
+	// Start is the binlog state before the file: its Gtid_list event (MariaDB) or
+	// Previous_gtids event (MySQL).
 	Start GTIDSet `json:"start"`
 	// End is Start with every transaction of the file: the state after it.
 	End GTIDSet `json:"end"`
@@ -32,13 +34,17 @@ type BinlogSummary struct {
 	Closed bool `json:"closed"`
 }
 
-// MariaDB binlog (format v4) event types this reader interprets.
+// Binlog (format v4) event types this reader interprets: MariaDB's GTID events, and
+// MySQL's (a GTID set before the file, one GTID per transaction).
 const (
 	binlogStopEvent       = 3
 	binlogRotateEvent     = 4
 	binlogFormatDescEvent = 15
 	binlogGTIDEvent       = 162
 	binlogGTIDListEvent   = 163
+	mysqlGTIDEvent        = 33
+	mysqlPreviousGTIDs    = 35
+	mysqlTaggedGTIDEvent  = 42
 	binlogHeaderSize      = 19
 	// binlogMaxEvent bounds one event (max_allowed_packet's ceiling is 1 GiB).
 	binlogMaxEvent = 1 << 30
@@ -77,7 +83,7 @@ func ReadBinlogSummary(r io.Reader) (BinlogSummary, error) {
 		}
 		rest := size - binlogHeaderSize
 		switch kind {
-		case binlogGTIDEvent, binlogGTIDListEvent:
+		case binlogGTIDEvent, binlogGTIDListEvent, mysqlGTIDEvent, mysqlPreviousGTIDs:
 			if cap(body) < int(rest) {
 				body = make([]byte, rest)
 			}
@@ -119,6 +125,29 @@ func ReadBinlogSummary(r io.Reader) (BinlogSummary, error) {
 				sum.FirstTime = when
 			}
 			sum.LastTime = when
+		case mysqlPreviousGTIDs:
+			prev, err := decodeMySQLGTIDSet(body)
+			if err != nil {
+				return sum, fmt.Errorf("Previous_gtids event at offset %d: %w", offset, err)
+			}
+			sum.Start, sum.End = prev, prev.Union(sum.End)
+		case mysqlGTIDEvent:
+			// flags (1 byte), the source's UUID (16), the transaction number (8).
+			if len(body) < 25 {
+				return sum, fmt.Errorf("GTID event at offset %d is %d bytes", offset, len(body))
+			}
+			gno := binary.LittleEndian.Uint64(body[17:25])
+			if gno == 0 || gno >= 1<<63 {
+				return sum, fmt.Errorf("GTID event at offset %d: transaction number %d", offset, gno)
+			}
+			sum.End.addInterval(uuidText(body[1:17]), interval{gno, gno})
+			sum.Transactions++
+			if sum.FirstTime.IsZero() {
+				sum.FirstTime = when
+			}
+			sum.LastTime = when
+		case mysqlTaggedGTIDEvent:
+			return sum, fmt.Errorf("binlog event at offset %d is a tagged GTID (MySQL 8.3+ GTID tags): not supported", offset)
 		case binlogRotateEvent, binlogStopEvent:
 			// A rotate event at the very start (a fake one, from a replica's relay log)
 			// has no server time; in a binlog file the one that matters is the last.
@@ -128,4 +157,45 @@ func ReadBinlogSummary(r io.Reader) (BinlogSummary, error) {
 		}
 		offset += size
 	}
+}
+
+// decodeMySQLGTIDSet reads a GTID set as MySQL encodes it in a Previous_gtids event:
+// the number of sources (8 bytes), then for each its UUID (16), the number of
+// intervals (8) and each interval's first and past-the-last number (8 + 8). The
+// checksum that may follow is ignored.
+func decodeMySQLGTIDSet(b []byte) (GTIDSet, error) {
+	set := GTIDSet{}
+	if len(b) < 8 {
+		return set, fmt.Errorf("%d bytes", len(b))
+	}
+	n := binary.LittleEndian.Uint64(b[0:8])
+	if n>>56 != 0 {
+		return set, errors.New("a tagged GTID set (MySQL 8.3+ GTID tags): not supported")
+	}
+	b = b[8:]
+	for i := uint64(0); i < n; i++ {
+		if len(b) < 24 {
+			return set, fmt.Errorf("source %d of %d cut short", i+1, n)
+		}
+		uuid, count := uuidText(b[0:16]), binary.LittleEndian.Uint64(b[16:24])
+		b = b[24:]
+		if count > uint64(len(b))/16 {
+			return set, fmt.Errorf("source %s: %d intervals in %d bytes", uuid, count, len(b))
+		}
+		for j := uint64(0); j < count; j++ {
+			lo, end := binary.LittleEndian.Uint64(b[0:8]), binary.LittleEndian.Uint64(b[8:16])
+			b = b[16:]
+			if lo == 0 || end <= lo || end > 1<<63 {
+				return set, fmt.Errorf("source %s: interval [%d, %d)", uuid, lo, end)
+			}
+			set.addInterval(uuid, interval{lo, end - 1})
+		}
+	}
+	return set, nil
+}
+
+// uuidText formats 16 bytes as a server UUID, as MySQL prints it.
+func uuidText(b []byte) string {
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
