@@ -22,7 +22,15 @@ import (
 
 // ReplayOptions are the programs a replay runs (defaults: found on PATH).
 type ReplayOptions struct {
-	Server, Binlog, Client string // mariadbd, mariadb-binlog, mariadb
+	// Flavor is the restored cluster's (mariadb, the default, or mysql): a backup of
+	// the other flavor is refused.
+	Flavor string
+	// Server, Binlog, Client: mariadbd, mariadb-binlog, mariadb (MySQL: mysqld,
+	// mysqlbinlog, mysql).
+	Server, Binlog, Client string
+	// Wrapper is put before each program (a test's dynamic loader for binaries of
+	// another root filesystem), ServerOptions after the server's own options.
+	Wrapper, ServerOptions []string
 	// Scratch is a directory for the downloaded binlogs (default: beside the datadir).
 	Scratch string
 	// StartTimeout bounds the private server's start (default 5m: crash recovery).
@@ -31,18 +39,24 @@ type ReplayOptions struct {
 }
 
 func (o *ReplayOptions) defaults() {
-	if o.Server == "" {
-		o.Server = "mariadbd"
+	programs := [3]string{"mariadbd", "mariadb-binlog", "mariadb"}
+	if o.Flavor == "mysql" {
+		programs = [3]string{"mysqld", "mysqlbinlog", "mysql"}
 	}
-	if o.Binlog == "" {
-		o.Binlog = "mariadb-binlog"
-	}
-	if o.Client == "" {
-		o.Client = "mariadb"
+	for i, p := range []*string{&o.Server, &o.Binlog, &o.Client} {
+		if *p == "" {
+			*p = programs[i]
+		}
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = 5 * time.Minute
 	}
+}
+
+// command runs program with the wrapper before it.
+func (o *ReplayOptions) command(ctx context.Context, program string, args ...string) *exec.Cmd {
+	argv := append(append(append([]string{}, o.Wrapper...), program), args...)
+	return exec.CommandContext(ctx, argv[0], argv[1:]...)
 }
 
 // Replay brings a prepared datadir from the backup's position to target: it starts
@@ -54,6 +68,9 @@ func (o *ReplayOptions) defaults() {
 // cluster's numbering. It returns the position reached.
 func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, steps []ReplayStep, target RestoreTarget, opts ReplayOptions) (mysql.GTIDSet, error) {
 	opts.defaults()
+	if base.Flavor == "mysql" {
+		return c.replayMySQL(ctx, datadir, base, steps, target, opts)
+	}
 	log := opts.Log
 	private, err := os.MkdirTemp("", "replicant-replay-")
 	if err != nil {
@@ -92,7 +109,7 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 			}
 		}
 	}
-	server := exec.Command(opts.Server, args...)
+	server := opts.command(context.Background(), opts.Server, append(args, opts.ServerOptions...)...)
 	server.Stdout, server.Stderr = io.Discard, io.Discard
 	if err := server.Start(); err != nil {
 		return mysql.GTIDSet{}, fmt.Errorf("start %s on the restored datadir: %w", opts.Server, err)
@@ -148,7 +165,7 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 	}
 	log.Info("replaying binlogs", "files", len(steps), "from", base.GTID, "to", target.String())
 	for _, step := range steps {
-		if err := c.replayOne(ctx, step, target, scratch, clientCnf, opts); err != nil {
+		if err := c.replayOne(ctx, step, mariadbBinlogArgs(step, target), scratch, clientCnf, opts); err != nil {
 			return mysql.GTIDSet{}, err
 		}
 	}
@@ -182,14 +199,10 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 	return pos, nil
 }
 
-// replayOne downloads one archived binlog (checksum verified before it is used) and
-// pipes mariadb-binlog's output for it into the private server.
-func (c *Cluster) replayOne(ctx context.Context, step ReplayStep, target RestoreTarget, scratch, clientCnf string, opts ReplayOptions) error {
-	local := filepath.Join(scratch, filepath.Base(step.Binlog.Key))
-	defer os.Remove(local)
-	if err := c.download(ctx, step.Binlog, local); err != nil {
-		return err
-	}
+// mariadbBinlogArgs selects a step's transactions with mariadb-binlog: from its
+// position (exclusive) up to its stop or the target (inclusive), before the target's
+// time.
+func mariadbBinlogArgs(step ReplayStep, target RestoreTarget) []string {
 	args := []string{"--start-position=" + step.From.String()}
 	switch stop := step.Stop; {
 	case !target.GTID.Empty() && (stop.Empty() || stop.Reaches(target.GTID)):
@@ -200,10 +213,21 @@ func (c *Cluster) replayOne(ctx context.Context, step ReplayStep, target Restore
 	if target.GTID.Empty() {
 		args = append(args, "--stop-datetime="+target.Time.UTC().Format("2006-01-02 15:04:05"))
 	}
+	return args
+}
+
+// replayOne downloads one archived binlog (checksum verified before it is used) and
+// pipes the binlog reader's output for it (with args) into the private server.
+func (c *Cluster) replayOne(ctx context.Context, step ReplayStep, args []string, scratch, clientCnf string, opts ReplayOptions) error {
+	local := filepath.Join(scratch, filepath.Base(step.Binlog.Key))
+	defer os.Remove(local)
+	if err := c.download(ctx, step.Binlog, local); err != nil {
+		return err
+	}
 	args = append(args, local)
-	dump := exec.CommandContext(ctx, opts.Binlog, args...)
+	dump := opts.command(ctx, opts.Binlog, args...)
 	dump.Env = append(os.Environ(), "TZ=UTC")
-	apply := exec.CommandContext(ctx, opts.Client, "--defaults-extra-file="+clientCnf, "--binary-mode")
+	apply := opts.command(ctx, opts.Client, "--defaults-extra-file="+clientCnf, "--binary-mode")
 	pipe, err := dump.StdoutPipe()
 	if err != nil {
 		return err

@@ -349,6 +349,9 @@ func PointInTimeRestorer(initURI, restoreTo string, opts ReplayOptions) (sidecar
 		} else if err == nil {
 			plan.steps, err = c.PlanReplayFrom(ctx, base, target)
 		}
+		if err == nil {
+			err = base.restorableAs(opts.Flavor)
+		}
 		if err != nil {
 			c.Close()
 			return nil, nil, err

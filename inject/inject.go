@@ -264,17 +264,6 @@ func strip(tpl *corev1.PodTemplateSpec, stsName string) error {
 // add injects into a stripped, opted-in StatefulSet.
 func add(sts *appsv1.StatefulSet, opts Options, cfg Config) error {
 	var problems Problems
-	if opts.Flavor == FlavorMySQL {
-		// MySQL backups and whole restores work; point-in-time recovery (archived
-		// binlogs replayed with mysqlbinlog) is not built yet: an archive that no
-		// restore could use would be worse than a refusal.
-		if v, ok := sts.Annotations[AnnRestoreTo]; ok {
-			problems.add("annotation %s=%q: a point-in-time restore of flavor mysql is not supported by this replicant release yet (whole backups are: %s alone restores one); allowed: remove %s", AnnRestoreTo, v, AnnInitURI, AnnRestoreTo)
-		}
-		if v, ok := sts.Annotations[AnnBinlogArchiveInterval]; ok && opts.BinlogArchiveInterval > 0 {
-			problems.add("annotation %s=%q: binlog archiving of flavor mysql is not supported by this replicant release yet (scheduled backups are); allowed: remove %s, or off", AnnBinlogArchiveInterval, v, AnnBinlogArchiveInterval)
-		}
-	}
 	if c := findContainer(sts.Spec.Template.Spec.Containers, opts.Container); opts.Flavor == FlavorMySQL && c >= 0 {
 		if tooOld := mysqlTooOld(sts.Spec.Template.Spec.Containers[c].Image); tooOld != "" {
 			problems.add("container %s: image %q runs MySQL %s; replicant needs MySQL 8.0.23 or later (CHANGE REPLICATION SOURCE TO, SHOW REPLICA STATUS; 8.4 or 9.7 LTS recommended)",

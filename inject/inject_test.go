@@ -252,18 +252,18 @@ func TestMutateMySQL(t *testing.T) {
 	}
 }
 
-// TestMySQLBackupsAreAdmitted: a MySQL StatefulSet may have scheduled backups and a
-// restore from a backup; its backup Job records the flavor.
+// TestMySQLBackupsAreAdmitted: a MySQL StatefulSet may have scheduled backups, binlog
+// archiving and a restore to a point in time; its backup Job records the flavor.
 func TestMySQLBackupsAreAdmitted(t *testing.T) {
 	in := userStatefulSet()
 	db := &in.Spec.Template.Spec.Containers[0]
 	db.Name, db.Image = "mysql", "mysql:9.7"
 	in.Annotations = map[string]string{AnnBackupURI: "s3://b/p", AnnBackupSchedule: "0 3 * * *",
-		AnnInitURI: "s3://b/p/default/db/latest", AnnBinlogArchiveInterval: "off"}
+		AnnInitURI: "s3://b/p/default/db", AnnRestoreTo: "2026-12-04T10:30:00Z", AnnBinlogArchiveInterval: "5m"}
 	out := mustMutate(t, in, testConfig)
 	clone := container(t, out.Spec.Template.Spec.InitContainers, ContainerClone)
-	if !slices.Contains(clone.Command, "--init-uri=s3://b/p/default/db/latest") {
-		t.Errorf("the clone step is not told the init-uri: %v", clone.Command)
+	if !slices.Contains(clone.Command, "--init-uri=s3://b/p/default/db") || !slices.Contains(clone.Command, "--restore-to=2026-12-04T10:30:00Z") {
+		t.Errorf("the clone step is not told the init-uri and the point: %v", clone.Command)
 	}
 	opts, err := ParseOptions(out)
 	if err != nil {
@@ -382,17 +382,6 @@ func TestRefusals(t *testing.T) {
 		want   []string
 	}{
 		{"unknown flavor", ann(AnnFlavor, "postgres"), []string{AnnFlavor, `"postgres"`, "mariadb or mysql"}},
-		{"mysql point-in-time restore not yet", func(s *appsv1.StatefulSet) {
-			ann(AnnFlavor, "mysql")(s)
-			ann(AnnInitURI, "s3://b/p/default/db")(s)
-			ann(AnnRestoreTo, "2026-12-04T10:30:00Z")(s)
-		}, []string{AnnRestoreTo, `"2026-12-04T10:30:00Z"`, "flavor mysql is not supported", "remove " + AnnRestoreTo}},
-		{"mysql binlog archiving not yet", func(s *appsv1.StatefulSet) {
-			ann(AnnFlavor, "mysql")(s)
-			ann(AnnBackupURI, "s3://b/p")(s)
-			ann(AnnBackupSchedule, "0 3 * * *")(s)
-			ann(AnnBinlogArchiveInterval, "5m")(s)
-		}, []string{AnnBinlogArchiveInterval, `"5m"`, "flavor mysql is not supported", "or off"}},
 		{"mysql too old", func(s *appsv1.StatefulSet) {
 			s.Spec.Template.Spec.Containers[0].Image = "registry.example.com/mysql:5.7.44"
 			ann(AnnFlavor, "mysql")(s)

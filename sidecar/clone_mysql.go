@@ -292,11 +292,9 @@ func currentUserName() string {
 // restoreCopy fills an empty datadir from a MySQL backup (a tar archive of a CLONE
 // LOCAL copy, as /xbackup streams it on MySQL): it is unpacked into a work directory
 // inside the datadir's volume, used only once the source says it was whole (finished:
-// its checksum matched), then checked and moved into place like a clone.
+// its checksum matched), brought to a point in time by Replay when set, then checked
+// and moved into place like a clone.
 func restoreCopy(ctx context.Context, cfg CloneConfig, source string, open OpenBackupFunc) (err error) {
-	if cfg.Replay != nil {
-		return errors.New("a point-in-time restore of flavor mysql is not supported by this replicant release: restore a whole backup (without replicant.dev/restore-to)")
-	}
 	work, err := os.MkdirTemp(cfg.Datadir, tmpPrefix)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -320,7 +318,12 @@ func restoreCopy(ctx context.Context, cfg CloneConfig, source string, open OpenB
 	if err != nil {
 		return fmt.Errorf("restore from %s failed after %d bytes (the datadir is unchanged; Kubernetes retries): %w", source, n, err)
 	}
-	cfg.Log.Info("backup received; starting it privately to check it", "bytes", n, "seconds", time.Since(start).Seconds())
+	cfg.Log.Info("backup received", "bytes", n, "seconds", time.Since(start).Seconds())
+	if cfg.Replay != nil {
+		if _, err := cfg.Replay(ctx, target); err != nil {
+			return fmt.Errorf("point-in-time recovery from %s (the datadir is unchanged; Kubernetes retries): %w", source, err)
+		}
+	}
 	private := &privateServer{dir: work, socket: filepath.Join(sockDir, "mysqld.sock"), cfg: CloneInstanceConfig{
 		Datadir: cfg.Datadir, Mysqld: cfg.Mysqld, MysqldOptions: cfg.MysqldOptions, Log: cfg.Log}}
 	if len(private.cfg.Mysqld) == 0 {

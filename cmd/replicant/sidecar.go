@@ -120,7 +120,7 @@ Reads POD_NAME, POD_NAMESPACE, REPLICANT_STATEFULSET, REPLICANT_BACKUP_USER/PASS
 				return fmt.Errorf("--restore-to needs --init-uri (replicant.dev/restore-to needs replicant.dev/init-uri)")
 			case restoreTo != "":
 				cloneCfg.Restore, cloneCfg.Replay = backup.PointInTimeRestorer(cloneCfg.InitURI, restoreTo,
-					backup.ReplayOptions{Log: newLogger().WithName("replay")})
+					backup.ReplayOptions{Flavor: cloneOpts.flavor, Log: newLogger().WithName("replay")})
 			case cloneCfg.InitURI != "":
 				cloneCfg.Restore = backup.Restorer(cloneCfg.InitURI, cloneOpts.flavor, newLogger().WithName("restore"))
 			}

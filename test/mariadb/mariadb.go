@@ -150,6 +150,14 @@ func MySQLCommand() []string {
 	return []string{filepath.Join(libs, "ld-linux-x86-64.so.2"), "--library-path", libs, filepath.Join(root, "usr", "sbin", "mysqld")}
 }
 
+// MySQLProgram is how to run another program of the root filesystem here (rel such
+// as usr/bin/mysqlbinlog): the dynamic loader and library path (Wrapper), then the
+// program.
+func MySQLProgram(rel string) (wrapper []string, program string) {
+	cmd := MySQLCommand()
+	return cmd[:3], filepath.Join(MySQLRoot(), rel)
+}
+
 // MySQLOptions are the options that mysqld needs here for what the image provides
 // at its usual paths (its files live inside the root filesystem).
 func MySQLOptions() []string {
