@@ -3,7 +3,7 @@
 # step by step, printing every command it runs (as the Presslabs walk-through does on
 # minikube). KEEP=1 leaves the cluster running; `make demo-down` removes it.
 # FLAVOR=mysql runs it on MySQL 9.7 (docs/examples/mysql.yaml) instead of MariaDB,
-# without the MariaDB-only steps (the 10.11 -> 11.8 upgrade, point-in-time restore).
+# without the MariaDB-only step (the 10.11 -> 11.8 upgrade).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -284,80 +284,37 @@ for p in $STS-0 $STS-1 $STS-2; do
   [ "$got" = "$want" ] || { echo "rows missing on $p"; exit 1; }
 done
 run sql $STS-master "SELECT server, COUNT(*) FROM orders GROUP BY server"
-if [ "$FLAVOR" = mysql ]; then
-step "7. A backup to an S3 server in the cluster (MySQL's CLONE LOCAL, streamed); a new StatefulSet restored from it"
-echo "(rclone's serve s3 as a pod; the backup Secret holds the keys the AWS SDK reads; point-in-time restore is MariaDB-only in this release)"
-run kubectl apply -f docs/examples/s3.yaml
-run kubectl rollout status deployment/s3 --timeout=120s
-query="endpoint=http://s3.$NS.svc.cluster.local:9000&region=us-east-1&use_path_style=true"
-run kubectl annotate statefulset $STS --overwrite "replicant.dev/backup-uri=s3://backups/demo?$query" \
-  replicant.dev/backup-secret=bucket-creds "replicant.dev/backup-schedule=0 3 * * *" replicant.dev/backup-retention=7
-wait_for 60 "the CronJob $STS-backup" kubectl get cronjob $STS-backup
-t=$(ms)
-run replicant backup -a $STS.$NS
-echo "backed up in $(( $(ms) - t )) ms"
-want_restored=$(sql $STS-master "SELECT COUNT(*) FROM orders")
-run sql $STS-master "INSERT INTO orders (note, server) VALUES ('after-the-backup', @@hostname)"
-restored_yaml=$(awk '/^apiVersion: apps\/v1/{p=1} p' $EXAMPLE | sed \
-  -e "s/name: $STS\$/name: myrestored/" -e "s/app: $STS\$/app: myrestored/" -e "s/serviceName: $SVC\$/serviceName: myrestored/" \
-  -e 's/replicas: 3/replicas: 1/' \
-  -e "s|^  name: myrestored\$|  name: myrestored\n  annotations:\n    replicant.dev/init-uri: \"s3://backups/demo/$NS/$STS/latest?${query//&/\\&}\"\n    replicant.dev/backup-secret: bucket-creds|")
-printf '%s\n' "$restored_yaml" | sed -n '1,10p'
-kubectl apply -f - <<YAML
-apiVersion: v1
-kind: Service
-metadata:
-  name: myrestored
-spec:
-  clusterIP: None
-  publishNotReadyAddresses: true
-  selector:
-    app: myrestored
-  ports:
-    - name: mysql
-      port: 3306
----
-$restored_yaml
-YAML
-t=$(date +%s)
-restored_ready() { [ "$(kubectl get pod myrestored-0 -o jsonpath='{.metadata.labels.replicant\.dev/role}/{.metadata.labels.replicant\.dev/healthy}')" = master/yes ]; }
-wait_for 420 "myrestored-0 restored and serving as a master" restored_ready
-echo "restored in $(( $(date +%s) - t ))s"
-run kubectl logs myrestored-0 -c replicant-clone
-got=$(sql myrestored-0.myrestored.$NS.svc.cluster.local "SELECT COUNT(*) FROM orders")
-after=$(sql myrestored-0.myrestored.$NS.svc.cluster.local "SELECT COUNT(*) FROM orders WHERE note = 'after-the-backup'")
-echo "myrestored-0: $got rows (want $want_restored, as at the backup); written after the backup: $after"
-[ "$got" = "$want_restored" ] && [ "$after" = 0 ] || { echo "the restore is wrong"; exit 1; }
-else
 step "7. A backup to an S3 server in the cluster; a new StatefulSet restored to a point between two writes"
 echo "(rclone's serve s3 as a pod; the backup Secret holds the keys the AWS SDK reads)"
 run kubectl apply -f docs/examples/s3.yaml
 run kubectl rollout status deployment/s3 --timeout=120s
 bucket="s3://backups/demo?endpoint=http://s3.$NS.svc.cluster.local:9000&region=us-east-1&use_path_style=true"
-run kubectl annotate statefulset db --overwrite "replicant.dev/backup-uri=$bucket" \
+run kubectl annotate statefulset $STS --overwrite "replicant.dev/backup-uri=$bucket" \
   replicant.dev/backup-secret=bucket-creds "replicant.dev/backup-schedule=0 3 * * *" replicant.dev/backup-retention=7
-wait_for 60 "the CronJobs db-backup and db-binlogs" kubectl get cronjob db-backup db-binlogs
+wait_for 60 "the CronJobs $STS-backup and $STS-binlogs" kubectl get cronjob $STS-backup $STS-binlogs
 run kubectl get cronjobs
-run replicant backup -a db.default
+t=$(ms)
+run replicant backup -a $STS.$NS
+echo "backed up in $(( $(ms) - t )) ms"
 # (`replicant backups -a` reads the bucket with your own credentials, from where you
 # run it: this in-cluster S3 server is not reachable from the host.)
-run sql db-master "INSERT INTO orders (note, server) VALUES ('after-the-backup', @@hostname)"
-run sql db-master "INSERT INTO orders (note, server) VALUES ('before-the-point', @@hostname)"
+run sql $STS-master "INSERT INTO orders (note, server) VALUES ('after-the-backup', @@hostname)"
+run sql $STS-master "INSERT INTO orders (note, server) VALUES ('before-the-point', @@hostname)"
 point_s=$(( $(date +%s) + 2 ))
 point=$(date -u -d "@$point_s" +%Y-%m-%dT%H:%M:%SZ)
 sleep $(( point_s - $(date +%s) )); sleep 0.5
-run sql db-master "INSERT INTO orders (note, server) VALUES ('after-the-point', @@hostname)"
-want_pitr=$(sql db-master "SELECT COUNT(*) FROM orders WHERE note <> 'after-the-point'")
+run sql $STS-master "INSERT INTO orders (note, server) VALUES ('after-the-point', @@hostname)"
+want_pitr=$(sql $STS-master "SELECT COUNT(*) FROM orders WHERE note <> 'after-the-point'")
 echo "the point: $point, after 'before-the-point' and before 'after-the-point' ($want_pitr rows before it)"
 echo "the binlog archive runs every 5 minutes; one run now instead of waiting:"
-run kubectl create job db-binlogs-demo --from=cronjob/db-binlogs
-run kubectl wait --for=condition=complete job/db-binlogs-demo --timeout=180s
-run kubectl logs job/db-binlogs-demo
-image=$(kubectl get statefulset db -o jsonpath='{.spec.template.spec.containers[?(@.name=="mariadb")].image}')
-pitr_yaml=$(awk '/^apiVersion: apps\/v1/{p=1} p' docs/examples/mariadb.yaml | sed \
-  -e 's/name: db$/name: pitr/' -e 's/app: db$/app: pitr/' -e 's/serviceName: mysql/serviceName: pitr/' \
-  -e 's/replicas: 3/replicas: 1/' -e "s|image: mariadb:10.11|image: $image|" \
-  -e "s|^  name: pitr$|  name: pitr\n  annotations:\n    replicant.dev/init-uri: \"s3://backups/demo/$NS/db?endpoint=http://s3.$NS.svc.cluster.local:9000\&region=us-east-1\&use_path_style=true\"\n    replicant.dev/restore-to: \"$point\"\n    replicant.dev/backup-secret: bucket-creds|")
+run kubectl create job $STS-binlogs-demo --from=cronjob/$STS-binlogs
+run kubectl wait --for=condition=complete job/$STS-binlogs-demo --timeout=180s
+run kubectl logs job/$STS-binlogs-demo
+image=$(kubectl get statefulset $STS -o jsonpath="{.spec.template.spec.containers[?(@.name==\"$CONTAINER\")].image}")
+pitr_yaml=$(awk '/^apiVersion: apps\/v1/{p=1} p' $EXAMPLE | sed \
+  -e "s/name: $STS\$/name: pitr/" -e "s/app: $STS\$/app: pitr/" -e "s/serviceName: $SVC\$/serviceName: pitr/" \
+  -e 's/replicas: 3/replicas: 1/' -e "s|image: .*|image: $image|" \
+  -e "s|^  name: pitr$|  name: pitr\n  annotations:\n    replicant.dev/init-uri: \"s3://backups/demo/$NS/$STS?endpoint=http://s3.$NS.svc.cluster.local:9000\&region=us-east-1\&use_path_style=true\"\n    replicant.dev/restore-to: \"$point\"\n    replicant.dev/backup-secret: bucket-creds|")
 printf '%s\n' "$pitr_yaml" | sed -n '1,10p'
 kubectl apply -f - <<YAML
 apiVersion: v1
@@ -385,8 +342,6 @@ after=$(sql pitr-0.pitr.$NS.svc.cluster.local "SELECT COUNT(*) FROM orders WHERE
 between=$(sql pitr-0.pitr.$NS.svc.cluster.local "SELECT COUNT(*) FROM orders WHERE note IN ('after-the-backup', 'before-the-point')")
 echo "pitr-0: $got rows (want $want_pitr); written after the backup and before the point: $between of 2; after the point: $after"
 [ "$got" = "$want_pitr" ] && [ "$between" = 2 ] && [ "$after" = 0 ] || { echo "the point-in-time restore is wrong"; exit 1; }
-
-fi
 
 echo
 echo "demo done in $(( $(date +%s) - demo_started ))s"

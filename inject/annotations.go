@@ -285,8 +285,10 @@ func ParseOptions(sts *appsv1.StatefulSet) (Options, error) {
 	bucketURI(AnnInitURI, "the URI of one backup, <backup-uri>/<namespace>/<sts>/<name>, or the newest one, <backup-uri>/<namespace>/<sts>/latest, such as s3://bucket/prefix/default/db/latest", &opts.InitURI)
 
 	if v, ok := ann[AnnRestoreTo]; ok {
-		if _, err := backup.ParseRestoreTarget(v); err != nil {
-			problems.refuse(AnnRestoreTo, v, "an RFC 3339 time such as 2026-12-04T10:30:00Z (transactions before it are restored) or a GTID position such as 0-100-2045 (restored up to and including it)")
+		target, err := backup.ParseRestoreTarget(v)
+		mysqlSet := !target.GTID.Empty() && len(target.GTID.GTIDs()) == 0
+		if err != nil || (!target.GTID.Empty() && mysqlSet != (opts.Flavor == FlavorMySQL)) {
+			problems.refuse(AnnRestoreTo, v, "an RFC 3339 time such as 2026-12-04T10:30:00Z (transactions before it are restored), or the flavor's GTID position: MariaDB's such as 0-100-2045, MySQL's GTID set such as 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-2045 (restored up to and including it)")
 		} else if _, hasInit := ann[AnnInitURI]; !hasInit {
 			problems.add("annotation %s is set but %s is not: a point in time is restored from a backup; set %s to the backups' directory (<backup-uri>/<namespace>/<sts>) or one backup", AnnRestoreTo, AnnInitURI, AnnInitURI)
 		} else {

@@ -399,6 +399,15 @@ func TestRefusals(t *testing.T) {
 		{"bad backup uri", ann(AnnBackupURI, "ftp://host/x"), []string{AnnBackupURI, `"ftp://host/x"`, "s3://"}},
 		{"bad init uri", ann(AnnInitURI, "/local/file"), []string{AnnInitURI, `"/local/file"`, "gs://"}},
 		{"bad restore point", ann(AnnRestoreTo, "yesterday"), []string{AnnRestoreTo, `"yesterday"`, "RFC 3339", "GTID position"}},
+		{"a MySQL GTID set on MariaDB", func(s *appsv1.StatefulSet) {
+			ann(AnnInitURI, "s3://b/p/default/db")(s)
+			ann(AnnRestoreTo, "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5")(s)
+		}, []string{AnnRestoreTo, `"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5"`, "MariaDB's such as 0-100-2045"}},
+		{"a MariaDB position on MySQL", func(s *appsv1.StatefulSet) {
+			ann(AnnFlavor, "mysql")(s)
+			ann(AnnInitURI, "s3://b/p/default/db")(s)
+			ann(AnnRestoreTo, "0-100-5")(s)
+		}, []string{AnnRestoreTo, `"0-100-5"`, "MySQL's GTID set"}},
 		{"restore point without init-uri", ann(AnnRestoreTo, "2026-12-04T10:30:00Z"), []string{AnnRestoreTo, AnnInitURI, "is not"}},
 		{"archive interval not whole minutes", func(s *appsv1.StatefulSet) {
 			ann(AnnBackupURI, "s3://b/p")(s)
