@@ -94,11 +94,11 @@ var _ = Describe("a plain MySQL StatefulSet labelled for replicant", Ordered, fu
 
 	It("fails over when the master's node is lost (server killed, pod force-deleted); the new pod rejoins as a replica", failsOverWhenMasterNodeLost)
 
-	It("backs up to an S3 server with MySQL's CLONE LOCAL; a new StatefulSet restored from the newest backup holds every row", func() {
+	It("backs up to an S3 server with MySQL's CLONE LOCAL; new StatefulSets restored from the newest backup, and to a point in time, hold every row they should", func() {
 		eventuallySettled(3, 4*time.Minute)
 		startS3()
 		DeferCleanup(func() {
-			_, _ = kubectl("annotate", "statefulset", sts, inject.AnnBackupURI+"-", inject.AnnBackupSecret+"-")
+			_, _ = kubectl("annotate", "statefulset", sts, inject.AnnBackupSchedule+"-", inject.AnnBackupURI+"-", inject.AnnBackupSecret+"-")
 		})
 		mustKubectl("annotate", "statefulset", sts, "--overwrite",
 			inject.AnnBackupURI+"=s3://backups/e2e"+s3Query, inject.AnnBackupSecret+"=bucket-creds")
@@ -134,5 +134,7 @@ var _ = Describe("a plain MySQL StatefulSet labelled for replicant", Ordered, fu
 		Expect(err).NotTo(HaveOccurred())
 		AddReportEntry("MySQL backup and restore", fmt.Sprintf("on demand in %v: %s; a 2-pod StatefulSet restored from it up and settled in %v with %s (rows, max id)",
 			took, strings.TrimSpace(out), restored, want), ReportEntryVisibilityAlways)
+
+		restoresToAPointInTime(readExample("mysql.yaml"), "mysql:9.7", "mypitr")
 	})
 })

@@ -506,38 +506,7 @@ spec:
 		AddReportEntry("backup and restore", fmt.Sprintf("a scheduled backup committed %v after the schedule was set; on demand: %s; restored 2 pods with %s (rows, max id)",
 			scheduled, strings.TrimSpace(out), want), ReportEntryVisibilityAlways)
 
-		// A point in time between two writes: the archive's CronJob (kept beside a
-		// schedule) uploads the binlogs, and a third StatefulSet restored to the point
-		// holds the row written after the backup and before the point, not the one after.
-		mustKubectl("annotate", "statefulset", sts, "--overwrite", inject.AnnBackupSchedule+"=0 0 1 1 *")
-		Eventually(func() error {
-			_, err := kubectl("get", "cronjob", inject.BinlogsCronJobName(sts))
-			return err
-		}).WithTimeout(time.Minute).Should(Succeed(), "the archive's CronJob comes with a schedule")
-		_, err = sql("db-master", "INSERT INTO orders (note) VALUES ('before-the-point')")
-		Expect(err).NotTo(HaveOccurred())
-		point := time.Now().UTC().Truncate(time.Second).Add(2 * time.Second)
-		time.Sleep(time.Until(point) + 500*time.Millisecond)
-		_, err = sql("db-master", "INSERT INTO orders (note) VALUES ('after-the-point')")
-		Expect(err).NotTo(HaveOccurred())
-		wantAtPoint, err := rootSQL(master(), "SELECT COUNT(*) FROM shop.orders WHERE note <> 'after-the-point'")
-		Expect(err).NotTo(HaveOccurred())
-		archiveStart := time.Now()
-		mustKubectl("create", "job", "db-binlogs-e2e", "--from=cronjob/"+inject.BinlogsCronJobName(sts))
-		mustKubectl("wait", "--for=condition=complete", "job/db-binlogs-e2e", "--timeout=180s")
-		archived := time.Since(archiveStart).Round(time.Second)
-		restoreStart := time.Now()
-		applyCopy(readExample("mariadb.yaml"), "pitr", 1, sourceImage, map[string]string{
-			inject.AnnInitURI: "s3://backups/e2e/default/db" + query, inject.AnnBackupSecret: "bucket-creds",
-			inject.AnnRestoreTo: point.Format(time.RFC3339)})
-		Eventually(func() string { return rolesOf("pitr") }).WithTimeout(7 * time.Minute).WithPolling(2 * time.Second).Should(Equal("pitr-0=master/yes"))
-		restored := time.Since(restoreStart).Round(time.Second)
-		Expect(cloneLog("pitr-0")).To(ContainSubstring("binlogs replayed"))
-		Expect(rootSQL("pitr-0", "SELECT COUNT(*) FROM shop.orders WHERE note IN ('after-the-backup', 'before-the-point')")).To(Equal("2"), "rows written after the backup and before the point")
-		Expect(rootSQL("pitr-0", "SELECT COUNT(*) FROM shop.orders WHERE note = 'after-the-point'")).To(Equal("0"), "the row written after the point")
-		Expect(rootSQL("pitr-0", "SELECT COUNT(*) FROM shop.orders")).To(Equal(wantAtPoint))
-		AddReportEntry("point-in-time recovery", fmt.Sprintf("archive run %v; a StatefulSet restored to %s in %v holds %s rows, the one after the point absent",
-			archived, point.Format(time.RFC3339), restored, wantAtPoint), ReportEntryVisibilityAlways)
+		restoresToAPointInTime(readExample("mariadb.yaml"), sourceImage, "pitr")
 	})
 
 	It("loses nothing and never has two writable servers when the kube-apiserver is down for 20 s while the master's node is cut off", func() {
