@@ -106,7 +106,7 @@ mysql-rootfs: deps
 ## bench: admission latency (p50/p99); a 1 GiB clone through replicant versus a bare
 ## mariadb-backup | mbstream pipe, and a MySQL one versus a bare CLONE INSTANCE (ratios;
 ## REPLICANT_BENCH_MIB sets the size); a backup to
-## and a restore from rclone's S3 server versus bare zstd/rclone pipes (ratios); failover
+## and a restore from rclone's S3 server versus bare zstd/rclone pipes, on MariaDB and MySQL (ratios); failover
 ## (SIGKILL -> writable) and takeover writes-blocked over 10 rounds (REPLICANT_BENCH_ROUNDS,
 ## REPLICANT_BENCH_PROBE_INTERVAL, REPLICANT_BENCH_WRITE_LEASE)
 bench: deps rclone

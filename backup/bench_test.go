@@ -106,3 +106,85 @@ func takeOptionsB(b *testing.B, sources ...string) backup.TakeOptions {
 	return backup.TakeOptions{Namespace: "default", StatefulSet: "db", Sources: sources,
 		User: backupUser, Password: backupPassword, Log: testr.NewWithInterface(b, testr.Options{})}
 }
+
+// BenchmarkMySQLBackupAndRestoreVersusPipe is the same comparison on MySQL: replicant
+// (the server's CLONE LOCAL into the sidecar's scratch directory, a private start of
+// the copy to check it and read its GTID set, tar over HTTP, zstd, upload, manifest;
+// restore: download, verify, decompress, unpack, a private start to check it, move)
+// against a bare `CLONE LOCAL` then `tar | zstd | rclone rcat`, restored by `rclone cat
+// | zstd -d | tar -x` (no check at all). Run with -benchtime 1x.
+func BenchmarkMySQLBackupAndRestoreVersusPipe(b *testing.B) {
+	mib := 1024
+	if v, err := strconv.Atoi(os.Getenv("REPLICANT_BENCH_MIB")); err == nil && v > 0 {
+		mib = v
+	}
+	ctx := context.Background()
+	store := objectstore.Start(b)
+	s := mariadb.Start(b, 1, mariadb.Options{Flavor: "mysql", ExtraConfig: "innodb_buffer_pool_size = 512M"})[0]
+	s.Exec(ctx, "SET GLOBAL super_read_only = OFF")
+	mariadb.Fill(b, s, mib)
+	src := donor(b, s, 0)
+	rcloneEnv := append(os.Environ(), "RCLONE_CONFIG_S3_TYPE=s3", "RCLONE_CONFIG_S3_PROVIDER=Other",
+		"RCLONE_CONFIG_S3_ENDPOINT=http://"+store.Addr, "RCLONE_CONFIG_S3_ACCESS_KEY_ID="+objectstore.AccessKey,
+		"RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="+objectstore.SecretKey, "RCLONE_CONFIG_S3_REGION=us-east-1")
+	bash := func(script string) {
+		cmd := exec.Command("bash", "-o", "pipefail", "-c", script)
+		cmd.Env = rcloneEnv
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%s: %v %s", script, err, out)
+		}
+	}
+	c, err := backup.OpenCluster(ctx, store.URI("bench"), "default", "db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+
+	var pipeUp, upTotal, pipeDown, downTotal time.Duration
+	var bytes int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		copyDir := filepath.Join(b.TempDir(), "copy")
+		start := time.Now()
+		s.Exec(ctx, "CLONE LOCAL DATA DIRECTORY = '"+copyDir+"'")
+		bash(fmt.Sprintf("tar -C %s -cf - . | zstd -q -3 -T0 | %s --config=/dev/null rcat s3:%s/bare/%d.zst && rm -rf %s",
+			copyDir, objectstore.Binary(), objectstore.Bucket, i, copyDir))
+		pipeUp += time.Since(start)
+
+		opts := takeOptionsB(b, src)
+		opts.Flavor = "mysql"
+		start = time.Now()
+		m, err := c.Take(ctx, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		upTotal += time.Since(start)
+		bytes += m.StreamBytes
+
+		dir := b.TempDir()
+		start = time.Now()
+		bash(fmt.Sprintf("%s --config=/dev/null cat s3:%s/bare/%d.zst | zstd -q -d | tar -x -C %s", objectstore.Binary(), objectstore.Bucket, i, dir))
+		pipeDown += time.Since(start)
+
+		target := b.TempDir()
+		uri := store.URI("bench/default/db/" + m.Name)
+		start = time.Now()
+		if _, err := sidecar.Clone(ctx, sidecar.CloneConfig{Flavor: "mysql", Datadir: target, PodName: "db-1", InitURI: uri,
+			Restore: backup.Restorer(uri, "mysql", testr.NewWithInterface(b, testr.Options{})), ProbeTimeout: 100 * time.Millisecond,
+			Mysqld: mariadb.MySQLCommand(), MysqldOptions: mariadb.MySQLOptions(), Log: testr.NewWithInterface(b, testr.Options{})}); err != nil {
+			b.Fatal(err)
+		}
+		downTotal += time.Since(start)
+		time.Sleep(time.Second) // a backup's name is its start, to the second
+	}
+	b.StopTimer()
+	per := float64(bytes) / float64(b.N) / (1 << 20)
+	rate := func(d time.Duration) float64 { return per / (d.Seconds() / float64(b.N)) }
+	b.ReportMetric(per, "MiB/backup")
+	b.ReportMetric(rate(pipeUp), "pipe-backup-MiB/s")
+	b.ReportMetric(rate(upTotal), "replicant-backup-MiB/s")
+	b.ReportMetric(rate(upTotal)/rate(pipeUp), "backup-ratio")
+	b.ReportMetric(rate(pipeDown), "pipe-restore-MiB/s")
+	b.ReportMetric(rate(downTotal), "replicant-restore-MiB/s")
+	b.ReportMetric(rate(downTotal)/rate(pipeDown), "restore-ratio")
+}
