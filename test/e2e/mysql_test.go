@@ -31,7 +31,7 @@ var _ = Describe("a plain MySQL StatefulSet labelled for replicant", Ordered, fu
 		})
 	})
 
-	It("is refused, saying why, when its MySQL is older than 8.0.23 or it asks for a point-in-time restore; nothing is stored", func() {
+	It("is refused, saying why, when its MySQL is older than 8.0.23 or it names a point in time in MariaDB's GTID form; nothing is stored", func() {
 		example := readExample("mysql.yaml")
 		old := strings.Replace(example, "image: mysql:9.7", "image: mysql:8.0.22", 1)
 		Expect(old).To(ContainSubstring("mysql:8.0.22"))
@@ -40,13 +40,14 @@ var _ = Describe("a plain MySQL StatefulSet labelled for replicant", Ordered, fu
 		Expect(out).To(ContainSubstring(`"mysql:8.0.22"`))
 		Expect(out).To(ContainSubstring("8.0.23 or later"))
 
+		// A point in time in MariaDB's GTID form: MySQL's is a GTID set.
 		pitr := strings.Replace(example, "    replicant.dev/inject: enabled\n",
-			"    replicant.dev/inject: enabled\n  annotations:\n    replicant.dev/init-uri: s3://backups/db\n    replicant.dev/restore-to: \"2026-12-04T10:30:00Z\"\n", 1)
+			"    replicant.dev/inject: enabled\n  annotations:\n    replicant.dev/init-uri: s3://backups/db\n    replicant.dev/restore-to: 0-100-5\n", 1)
 		Expect(pitr).To(ContainSubstring("restore-to"))
 		out, err = runStdin(pitr, "apply", "-f", "-")
 		Expect(err).To(HaveOccurred())
 		Expect(out).To(ContainSubstring(inject.AnnRestoreTo))
-		Expect(out).To(ContainSubstring("a point-in-time restore of flavor mysql is not supported"))
+		Expect(out).To(ContainSubstring("MySQL's GTID set such as"))
 		_, err = kubectl("get", "statefulset", sts)
 		Expect(err).To(HaveOccurred(), "nothing stored")
 	})
