@@ -3,7 +3,6 @@ package backup
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/replicant-dev/replicant/mysql"
 )
@@ -96,10 +94,8 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 	if err := os.WriteFile(clientCnf, []byte(fmt.Sprintf("[client]\nuser=%s\npassword=%s\nsocket=%s\n", replayUser, password, socket)), 0o600); err != nil {
 		return mysql.GTIDSet{}, err
 	}
-	args := []string{"--no-defaults", "--datadir=" + datadir, "--socket=" + socket, "--skip-networking",
-		"--pid-file=" + filepath.Join(private, "mysqld.pid"), "--init-file=" + initFile,
-		"--log-bin=mysql-bin", "--log-bin-index=mysql-bin.index", "--server-id=1", "--gtid-strict-mode=ON",
-		"--skip-slave-start", "--log-error=" + filepath.Join(private, "error.log"), "--innodb-buffer-pool-size=256M"}
+	args := append(replayServerArgs(private, datadir), "--init-file="+initFile,
+		"--log-bin=mysql-bin", "--log-bin-index=mysql-bin.index", "--server-id=1", "--gtid-strict-mode=ON", "--skip-slave-start")
 	if os.Getuid() == 0 { // mariadbd runs as root only when told; the datadir's owner otherwise
 		args = append(args, "--user="+datadirOwner(datadir))
 		uid, gid := ownerIDs(datadir)
@@ -109,52 +105,12 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 			}
 		}
 	}
-	server := opts.command(context.Background(), opts.Server, append(args, opts.ServerOptions...)...)
-	server.Stdout, server.Stderr = io.Discard, io.Discard
-	if err := server.Start(); err != nil {
-		return mysql.GTIDSet{}, fmt.Errorf("start %s on the restored datadir: %w", opts.Server, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- server.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			server.Process.Kill()
-			<-exited
-		}
-	}()
-	errorLog := func() string {
-		data, _ := os.ReadFile(filepath.Join(private, "error.log"))
-		return lastLines(string(data), 8)
-	}
-
-	cfg := gomysql.NewConfig()
-	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = replayUser, password, "unix", socket
-	cfg.Timeout = 5 * time.Second
-	connector, err := gomysql.NewConnector(cfg)
+	server, db, err := startReplayServer(ctx, opts, private, args, replayUser, password)
 	if err != nil {
 		return mysql.GTIDSet{}, err
 	}
-	db := sql.OpenDB(connector)
+	defer server.close()
 	defer db.Close()
-	db.SetMaxOpenConns(1)
-	deadline := time.Now().Add(opts.StartTimeout)
-	for {
-		if err = db.PingContext(ctx); err == nil {
-			break
-		}
-		select {
-		case werr := <-exited:
-			stopped = true
-			return mysql.GTIDSet{}, fmt.Errorf("the private server on the restored datadir stopped (%v): %s", werr, errorLog())
-		case <-ctx.Done():
-			return mysql.GTIDSet{}, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return mysql.GTIDSet{}, fmt.Errorf("the private server on the restored datadir did not answer within %v: %v: %s", opts.StartTimeout, err, errorLog())
-		}
-	}
 	// The restored server's binlog starts at the backup's position: the replay, and
 	// the cluster's writes after it, continue its GTID numbering.
 	if _, err := db.ExecContext(ctx, "RESET MASTER"); err != nil {
@@ -186,14 +142,8 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 	if _, err := db.ExecContext(ctx, "DROP USER '"+replayUser+"'@'localhost'"); err != nil {
 		return mysql.GTIDSet{}, err
 	}
-	if _, err := db.ExecContext(ctx, "SHUTDOWN"); err != nil {
-		return mysql.GTIDSet{}, fmt.Errorf("stop the private server: %w", err)
-	}
-	select {
-	case <-exited:
-		stopped = true
-	case <-time.After(5 * time.Minute):
-		return mysql.GTIDSet{}, fmt.Errorf("the private server did not stop: %s", errorLog())
+	if err := server.shutdown(ctx, db); err != nil {
+		return mysql.GTIDSet{}, err
 	}
 	log.Info("binlogs replayed", "reached", pos.String())
 	return pos, nil

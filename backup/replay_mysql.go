@@ -2,15 +2,10 @@ package backup
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
-
-	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/replicant-dev/replicant/mysql"
 )
@@ -30,15 +25,12 @@ func (c *Cluster) replayMySQL(ctx context.Context, datadir string, base Manifest
 	if scratch == "" {
 		scratch = private
 	}
-	socket := filepath.Join(private, "mysqld.sock")
 	clientCnf := filepath.Join(private, "client.cnf")
-	if err := os.WriteFile(clientCnf, []byte(fmt.Sprintf("[client]\nuser=root\nsocket=%s\n", socket)), 0o600); err != nil {
+	if err := os.WriteFile(clientCnf, []byte(fmt.Sprintf("[client]\nuser=root\nsocket=%s\n", filepath.Join(private, "mysqld.sock"))), 0o600); err != nil {
 		return mysql.GTIDSet{}, err
 	}
-	args := []string{"--no-defaults", "--datadir=" + datadir, "--socket=" + socket, "--skip-networking", "--mysqlx=OFF",
-		"--pid-file=" + filepath.Join(private, "mysqld.pid"), "--skip-grant-tables", "--disable-log-bin",
-		"--skip-replica-start", "--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--secure-file-priv=" + private,
-		"--log-error=" + filepath.Join(private, "error.log"), "--innodb-buffer-pool-size=256M"}
+	args := append(replayServerArgs(private, datadir), "--mysqlx=OFF", "--skip-grant-tables", "--disable-log-bin",
+		"--skip-replica-start", "--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--secure-file-priv="+private)
 	if os.Getuid() == 0 { // mysqld runs as root only when told; the datadir's owner otherwise
 		args = append(args, "--user="+datadirOwner(datadir))
 		uid, gid := ownerIDs(datadir)
@@ -46,50 +38,12 @@ func (c *Cluster) replayMySQL(ctx context.Context, datadir string, base Manifest
 			return mysql.GTIDSet{}, err
 		}
 	}
-	server := opts.command(context.Background(), opts.Server, append(args, opts.ServerOptions...)...)
-	server.Stdout, server.Stderr = io.Discard, io.Discard
-	if err := server.Start(); err != nil {
-		return mysql.GTIDSet{}, fmt.Errorf("start %s on the restored datadir: %w", opts.Server, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- server.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			server.Process.Kill()
-			<-exited
-		}
-	}()
-	errorLog := func() string {
-		data, _ := os.ReadFile(filepath.Join(private, "error.log"))
-		return lastLines(string(data), 8)
-	}
-	cfg := gomysql.NewConfig()
-	cfg.User, cfg.Net, cfg.Addr = "root", "unix", socket
-	cfg.Timeout = 5 * time.Second
-	connector, err := gomysql.NewConnector(cfg)
+	server, db, err := startReplayServer(ctx, opts, private, args, "root", "")
 	if err != nil {
 		return mysql.GTIDSet{}, err
 	}
-	db := sql.OpenDB(connector)
+	defer server.close()
 	defer db.Close()
-	db.SetMaxOpenConns(1)
-	for deadline := time.Now().Add(opts.StartTimeout); ; {
-		if err = db.PingContext(ctx); err == nil {
-			break
-		}
-		select {
-		case werr := <-exited:
-			stopped = true
-			return mysql.GTIDSet{}, fmt.Errorf("the private server on the restored datadir stopped (%v): %s", werr, errorLog())
-		case <-ctx.Done():
-			return mysql.GTIDSet{}, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return mysql.GTIDSet{}, fmt.Errorf("the private server on the restored datadir did not answer within %v: %v: %s", opts.StartTimeout, err, errorLog())
-		}
-	}
 	executed := func() (mysql.GTIDSet, error) {
 		var text string
 		if err := db.QueryRowContext(ctx, "SELECT @@global.gtid_executed").Scan(&text); err != nil {
@@ -120,14 +74,8 @@ func (c *Cluster) replayMySQL(ctx context.Context, datadir string, base Manifest
 	if !target.GTID.Empty() && !pos.Reaches(target.GTID) {
 		return mysql.GTIDSet{}, fmt.Errorf("the replay ended at %s, short of %s: the archived binlogs do not hold it", pos, target)
 	}
-	if _, err := db.ExecContext(ctx, "SHUTDOWN"); err != nil {
-		return mysql.GTIDSet{}, fmt.Errorf("stop the private server: %w", err)
-	}
-	select {
-	case <-exited:
-		stopped = true
-	case <-time.After(5 * time.Minute):
-		return mysql.GTIDSet{}, fmt.Errorf("the private server did not stop: %s", errorLog())
+	if err := server.shutdown(ctx, db); err != nil {
+		return mysql.GTIDSet{}, err
 	}
 	log.Info("binlogs replayed", "reached", pos.String())
 	return pos, nil
