@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -96,6 +97,30 @@ func rows(t *testing.T, s *mariadb.Server) string {
 	return b.String()
 }
 
+// startWriter inserts rows into app.t on s, one by one, until stop is called (at the
+// latest when the test ends), counting those that succeeded.
+func startWriter(t *testing.T, s *mariadb.Server) (written *atomic.Int64, stop func()) {
+	written = new(atomic.Int64)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 1000000; i++ {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			if _, err := s.DB().Exec("INSERT INTO app.t (v) VALUES ('during')"); err == nil {
+				written.Add(1)
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { close(quit); <-done }) }
+	t.Cleanup(stop)
+	return written, stop
+}
+
 // restoreInto empties s's datadir, restores initURI into it through the clone step
 // (nothing else answers), and starts s on it.
 func restoreInto(t *testing.T, s *mariadb.Server, initURI string) error {
@@ -136,22 +161,7 @@ func TestBackupUnderWritesAndRestore(t *testing.T) {
 	servers := mariadb.Start(t, 2, mariadb.Options{})
 	src := donor(t, servers[0], 2000)
 
-	var written atomic.Int64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := servers[0].DB().Exec("INSERT INTO app.t (v) VALUES ('during')"); err == nil {
-				written.Add(1)
-			}
-		}
-	}()
+	written, stopWriting := startWriter(t, servers[0])
 	c, err := backup.OpenCluster(ctx, store.URI("prod"), "default", "db")
 	if err != nil {
 		t.Fatal(err)
@@ -159,8 +169,7 @@ func TestBackupUnderWritesAndRestore(t *testing.T) {
 	defer c.Close()
 	// The replicas' Service answers nothing: the master is the fallback, and says so.
 	m, err := c.Take(ctx, takeOptions(t, deadURL(t), src))
-	close(stop)
-	<-done
+	stopWriting()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,21 +220,7 @@ func TestMySQLBackupToABucketAndRestore(t *testing.T) {
 	store := objectstore.Start(t)
 	servers := mariadb.Start(t, 2, mariadb.Options{Flavor: "mysql"})
 	src := donor(t, servers[0], 500)
-	var written atomic.Int64
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; i < 100000; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := servers[0].DB().Exec("INSERT INTO app.t (v) VALUES ('during')"); err == nil {
-				written.Add(1)
-			}
-		}
-	}()
+	written, stopWriting := startWriter(t, servers[0])
 	c, err := backup.OpenCluster(ctx, store.URI("prod"), "default", "db")
 	if err != nil {
 		t.Fatal(err)
@@ -234,8 +229,7 @@ func TestMySQLBackupToABucketAndRestore(t *testing.T) {
 	opts := takeOptions(t, src)
 	opts.Flavor = "mysql"
 	m, err := c.Take(ctx, opts)
-	close(stop)
-	<-done
+	stopWriting()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,17 +39,7 @@ func BenchmarkBackupAndRestoreVersusPipe(b *testing.B) {
 	creds := filepath.Join(b.TempDir(), "creds.cnf")
 	os.WriteFile(creds, []byte(fmt.Sprintf("!include %s\n[mariadb-backup]\nuser=%s\npassword=%s\nhost=%s\nport=3306\n",
 		s.ConfigPath(), backupUser, backupPassword, s.Host)), 0o600)
-	// rclone as the bare pipe's S3 client, configured from its environment.
-	rcloneEnv := append(os.Environ(), "RCLONE_CONFIG_S3_TYPE=s3", "RCLONE_CONFIG_S3_PROVIDER=Other",
-		"RCLONE_CONFIG_S3_ENDPOINT=http://"+store.Addr, "RCLONE_CONFIG_S3_ACCESS_KEY_ID="+objectstore.AccessKey,
-		"RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="+objectstore.SecretKey, "RCLONE_CONFIG_S3_REGION=us-east-1")
-	bash := func(script string) {
-		cmd := exec.Command("bash", "-o", "pipefail", "-c", script)
-		cmd.Env = rcloneEnv
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("%s: %v %s", script, err, out)
-		}
-	}
+	bash := pipeShell(b, store)
 	c, err := backup.OpenCluster(ctx, store.URI("bench"), "default", "db")
 	if err != nil {
 		b.Fatal(err)
@@ -91,15 +81,7 @@ func BenchmarkBackupAndRestoreVersusPipe(b *testing.B) {
 		time.Sleep(time.Second) // a backup's name is its start, to the second
 	}
 	b.StopTimer()
-	per := float64(bytes) / float64(b.N) / (1 << 20)
-	rate := func(d time.Duration) float64 { return per / (d.Seconds() / float64(b.N)) }
-	b.ReportMetric(per, "MiB/backup")
-	b.ReportMetric(rate(pipeUp), "pipe-backup-MiB/s")
-	b.ReportMetric(rate(upTotal), "replicant-backup-MiB/s")
-	b.ReportMetric(rate(upTotal)/rate(pipeUp), "backup-ratio")
-	b.ReportMetric(rate(pipeDown), "pipe-restore-MiB/s")
-	b.ReportMetric(rate(downTotal), "replicant-restore-MiB/s")
-	b.ReportMetric(rate(downTotal)/rate(pipeDown), "restore-ratio")
+	reportVersusPipe(b, bytes, pipeUp, upTotal, pipeDown, downTotal)
 }
 
 func takeOptionsB(b *testing.B, sources ...string) backup.TakeOptions {
@@ -124,16 +106,7 @@ func BenchmarkMySQLBackupAndRestoreVersusPipe(b *testing.B) {
 	s.Exec(ctx, "SET GLOBAL super_read_only = OFF")
 	mariadb.Fill(b, s, mib)
 	src := donor(b, s, 0)
-	rcloneEnv := append(os.Environ(), "RCLONE_CONFIG_S3_TYPE=s3", "RCLONE_CONFIG_S3_PROVIDER=Other",
-		"RCLONE_CONFIG_S3_ENDPOINT=http://"+store.Addr, "RCLONE_CONFIG_S3_ACCESS_KEY_ID="+objectstore.AccessKey,
-		"RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="+objectstore.SecretKey, "RCLONE_CONFIG_S3_REGION=us-east-1")
-	bash := func(script string) {
-		cmd := exec.Command("bash", "-o", "pipefail", "-c", script)
-		cmd.Env = rcloneEnv
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("%s: %v %s", script, err, out)
-		}
-	}
+	bash := pipeShell(b, store)
 	c, err := backup.OpenCluster(ctx, store.URI("bench"), "default", "db")
 	if err != nil {
 		b.Fatal(err)
@@ -178,6 +151,27 @@ func BenchmarkMySQLBackupAndRestoreVersusPipe(b *testing.B) {
 		time.Sleep(time.Second) // a backup's name is its start, to the second
 	}
 	b.StopTimer()
+	reportVersusPipe(b, bytes, pipeUp, upTotal, pipeDown, downTotal)
+}
+
+// pipeShell runs a bare pipe's script in bash (pipefail) with rclone configured, from
+// its environment, as the S3 client of store.
+func pipeShell(b *testing.B, store *objectstore.Server) func(script string) {
+	env := append(os.Environ(), "RCLONE_CONFIG_S3_TYPE=s3", "RCLONE_CONFIG_S3_PROVIDER=Other",
+		"RCLONE_CONFIG_S3_ENDPOINT=http://"+store.Addr, "RCLONE_CONFIG_S3_ACCESS_KEY_ID="+objectstore.AccessKey,
+		"RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="+objectstore.SecretKey, "RCLONE_CONFIG_S3_REGION=us-east-1")
+	return func(script string) {
+		cmd := exec.Command("bash", "-o", "pipefail", "-c", script)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%s: %v %s", script, err, out)
+		}
+	}
+}
+
+// reportVersusPipe reports the four throughputs (bytes streamed per backup over each
+// way's time) and the two ratios, replicant's over the bare pipe's (goal >= 0.9).
+func reportVersusPipe(b *testing.B, bytes int64, pipeUp, upTotal, pipeDown, downTotal time.Duration) {
 	per := float64(bytes) / float64(b.N) / (1 << 20)
 	rate := func(d time.Duration) float64 { return per / (d.Seconds() / float64(b.N)) }
 	b.ReportMetric(per, "MiB/backup")

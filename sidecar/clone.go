@@ -331,6 +331,39 @@ func install(ctx context.Context, cfg CloneConfig, source string, open OpenBacku
 
 // extract opens the stream and feeds it to mbstream -x in dir.
 func extract(ctx context.Context, cfg CloneConfig, open OpenBackupFunc, dir string) (int64, error) {
+	return receive(ctx, cfg, open, func(ctx context.Context, stream io.Reader) error {
+		cmd := exec.CommandContext(ctx, cfg.StreamBinary, "-x", "-C", dir)
+		stdinR, stdin, err := streamPipe()
+		if err != nil {
+			return err
+		}
+		cmd.Stdin = stdinR
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err = cmd.Start()
+		stdinR.Close() // the child holds its own copy
+		if err != nil {
+			stdin.Close()
+			return fmt.Errorf("start %s: %w", cfg.StreamBinary, err)
+		}
+		_, copyErr := io.CopyBuffer(stdin, stream, make([]byte, 1<<20))
+		stdin.Close()
+		waitErr := cmd.Wait()
+		switch {
+		case copyErr != nil:
+			return fmt.Errorf("stream: %w", copyErr)
+		case waitErr != nil:
+			return fmt.Errorf("mbstream: %v: %s", waitErr, lastLines(stderr.String(), 5))
+		}
+		return nil
+	})
+}
+
+// receive opens a backup stream and hands it to consume (counted, its progress
+// logged), then asks the source whether the stream was whole. What the source says of
+// its stream (cut short, or not what was stored) is often the cause of what failed
+// in consume, so it is added to consume's error.
+func receive(ctx context.Context, cfg CloneConfig, open OpenBackupFunc, consume func(context.Context, io.Reader) error) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, finished, err := open(ctx)
@@ -338,37 +371,14 @@ func extract(ctx context.Context, cfg CloneConfig, open OpenBackupFunc, dir stri
 		return 0, err
 	}
 	defer stream.Close()
-	cmd := exec.CommandContext(ctx, cfg.StreamBinary, "-x", "-C", dir)
-	stdinR, stdin, err := streamPipe()
-	if err != nil {
-		return 0, err
-	}
-	cmd.Stdin = stdinR
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	err = cmd.Start()
-	stdinR.Close() // the child holds its own copy
-	if err != nil {
-		stdin.Close()
-		return 0, fmt.Errorf("start %s: %w", cfg.StreamBinary, err)
-	}
 	counter := &countingReader{r: stream}
 	stopProgress := cfg.progress(counter)
-	_, copyErr := io.CopyBuffer(stdin, counter, make([]byte, 1<<20))
-	stdin.Close()
-	waitErr := cmd.Wait()
+	err = consume(ctx, counter)
 	stopProgress()
 	n := counter.n.Load()
-	switch {
-	case copyErr != nil:
-		err = fmt.Errorf("stream: %w", copyErr)
-	case waitErr != nil:
-		err = fmt.Errorf("mbstream: %v: %s", waitErr, lastLines(stderr.String(), 5))
-	default:
+	if err == nil {
 		return n, finished()
 	}
-	// What the source says of its stream (cut short, or not what was stored) is
-	// often the cause of what failed here.
 	if ferr := finished(); ferr != nil {
 		err = fmt.Errorf("%w; the source: %v", err, ferr)
 	}

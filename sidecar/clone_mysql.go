@@ -338,26 +338,13 @@ func restoreCopy(ctx context.Context, cfg CloneConfig, source string, open OpenB
 }
 
 // receiveTar opens the stream and unpacks it into dir; the stream is read to its end
-// and must then be whole.
+// (the archive's padding) and must then be whole.
 func receiveTar(ctx context.Context, cfg CloneConfig, open OpenBackupFunc, dir string) (int64, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, finished, err := open(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer stream.Close()
-	counter := &countingReader{r: stream}
-	stopProgress := cfg.progress(counter)
-	err = ExtractTar(counter, dir)
-	if err == nil {
-		_, err = io.Copy(io.Discard, counter) // the archive's padding, to the stream's end
-	}
-	stopProgress()
-	if ferr := finished(); ferr != nil {
-		// What the source says of its stream (cut short, or not what was stored) is
-		// the better reason.
-		return counter.n.Load(), ferr
-	}
-	return counter.n.Load(), err
+	return receive(ctx, cfg, open, func(_ context.Context, stream io.Reader) error {
+		if err := ExtractTar(stream, dir); err != nil {
+			return err
+		}
+		_, err := io.Copy(io.Discard, stream)
+		return err
+	})
 }
