@@ -42,7 +42,10 @@ IMAGES=${IMAGES:-$root/bin/images}
 CERT_MANAGER_CHART=${CERT_MANAGER_CHART:-$root/bin/cert-manager/chart}
 CERT_MANAGER_CRDS=${CERT_MANAGER_CRDS:-$root/bin/cert-manager/crds}
 HELM=${HELM:-$root/bin/helm}
-PV_COUNT=${PV_COUNT:-16}
+# Volumes are Retain (a deleted claim's volume is never bound again, so no test sees
+# another's data): the e2e suite uses one per claim it ever makes, about 20 with both
+# stories' restores.
+PV_COUNT=${PV_COUNT:-40}
 
 NODE_IP=198.18.0.1
 POD_CIDR=198.18.0.0/16
