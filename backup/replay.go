@@ -66,10 +66,8 @@ func (o *ReplayOptions) command(ctx context.Context, program string, args ...str
 // cluster's numbering. It returns the position reached.
 func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, steps []ReplayStep, target RestoreTarget, opts ReplayOptions) (mysql.GTIDSet, error) {
 	opts.defaults()
-	if base.Flavor == "mysql" {
-		return c.replayMySQL(ctx, datadir, base, steps, target, opts)
-	}
-	log := opts.Log
+	// The private server's socket, pid file, error log and client config; the
+	// downloaded binlogs too unless opts.Scratch names a place.
 	private, err := os.MkdirTemp("", "replicant-replay-")
 	if err != nil {
 		return mysql.GTIDSet{}, err
@@ -79,6 +77,10 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 	if scratch == "" {
 		scratch = private
 	}
+	if base.Flavor == "mysql" {
+		return c.replayMySQL(ctx, datadir, private, scratch, steps, target, opts)
+	}
+	log := opts.Log
 	password := randomHex(24)
 	const replayUser = "replicant_replay"
 	// The account the replay logs in with exists only while the private server runs:
@@ -94,17 +96,12 @@ func (c *Cluster) Replay(ctx context.Context, datadir string, base Manifest, ste
 	if err := os.WriteFile(clientCnf, []byte(fmt.Sprintf("[client]\nuser=%s\npassword=%s\nsocket=%s\n", replayUser, password, socket)), 0o600); err != nil {
 		return mysql.GTIDSet{}, err
 	}
-	args := append(replayServerArgs(private, datadir), "--init-file="+initFile,
-		"--log-bin=mysql-bin", "--log-bin-index=mysql-bin.index", "--server-id=1", "--gtid-strict-mode=ON", "--skip-slave-start")
-	if os.Getuid() == 0 { // mariadbd runs as root only when told; the datadir's owner otherwise
-		args = append(args, "--user="+datadirOwner(datadir))
-		uid, gid := ownerIDs(datadir)
-		for _, p := range []string{private, initFile} {
-			if err := os.Chown(p, uid, gid); err != nil {
-				return mysql.GTIDSet{}, err
-			}
-		}
+	args, err := replayServerArgs(private, datadir, initFile)
+	if err != nil {
+		return mysql.GTIDSet{}, err
 	}
+	args = append(args, "--init-file="+initFile,
+		"--log-bin=mysql-bin", "--log-bin-index=mysql-bin.index", "--server-id=1", "--gtid-strict-mode=ON", "--skip-slave-start")
 	server, db, err := startReplayServer(ctx, opts, private, args, replayUser, password)
 	if err != nil {
 		return mysql.GTIDSet{}, err

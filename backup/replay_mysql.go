@@ -14,30 +14,18 @@ import (
 // in a private directory, no network, no grant tables, no replication, no binlog: the
 // replayed transactions keep their GTIDs in gtid_executed, which a MySQL clone copies
 // to the replicas), fed each planned binlog through mysqlbinlog, then stopped.
-func (c *Cluster) replayMySQL(ctx context.Context, datadir string, base Manifest, steps []ReplayStep, target RestoreTarget, opts ReplayOptions) (mysql.GTIDSet, error) {
+func (c *Cluster) replayMySQL(ctx context.Context, datadir, private, scratch string, steps []ReplayStep, target RestoreTarget, opts ReplayOptions) (mysql.GTIDSet, error) {
 	log := opts.Log
-	private, err := os.MkdirTemp("", "replicant-replay-")
-	if err != nil {
-		return mysql.GTIDSet{}, err
-	}
-	defer os.RemoveAll(private)
-	scratch := opts.Scratch
-	if scratch == "" {
-		scratch = private
-	}
 	clientCnf := filepath.Join(private, "client.cnf")
 	if err := os.WriteFile(clientCnf, []byte(fmt.Sprintf("[client]\nuser=root\nsocket=%s\n", filepath.Join(private, "mysqld.sock"))), 0o600); err != nil {
 		return mysql.GTIDSet{}, err
 	}
-	args := append(replayServerArgs(private, datadir), "--mysqlx=OFF", "--skip-grant-tables", "--disable-log-bin",
-		"--skip-replica-start", "--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--secure-file-priv="+private)
-	if os.Getuid() == 0 { // mysqld runs as root only when told; the datadir's owner otherwise
-		args = append(args, "--user="+datadirOwner(datadir))
-		uid, gid := ownerIDs(datadir)
-		if err := os.Chown(private, uid, gid); err != nil {
-			return mysql.GTIDSet{}, err
-		}
+	args, err := replayServerArgs(private, datadir)
+	if err != nil {
+		return mysql.GTIDSet{}, err
 	}
+	args = append(args, "--mysqlx=OFF", "--skip-grant-tables", "--disable-log-bin",
+		"--skip-replica-start", "--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--secure-file-priv="+private)
 	server, db, err := startReplayServer(ctx, opts, private, args, "root", "")
 	if err != nil {
 		return mysql.GTIDSet{}, err

@@ -72,12 +72,24 @@ func startReplayServer(ctx context.Context, opts ReplayOptions, private string, 
 
 func (s *replayServer) socket() string { return filepath.Join(s.private, "mysqld.sock") }
 
-// replayServerArgs are the options of a private server in directory private on datadir: a
-// socket and no network, its own pid file and error log.
-func replayServerArgs(private, datadir string) []string {
-	return []string{"--no-defaults", "--datadir=" + datadir, "--socket=" + filepath.Join(private, "mysqld.sock"),
+// replayServerArgs are the options of a private server in directory private on
+// datadir: a socket and no network, its own pid file and error log. Run as root, the
+// server runs as the datadir's owner (neither server runs as root unless told), who
+// is given private and the files it must read.
+func replayServerArgs(private, datadir string, readByServer ...string) ([]string, error) {
+	args := []string{"--no-defaults", "--datadir=" + datadir, "--socket=" + filepath.Join(private, "mysqld.sock"),
 		"--skip-networking", "--pid-file=" + filepath.Join(private, "mysqld.pid"),
 		"--log-error=" + filepath.Join(private, "error.log"), "--innodb-buffer-pool-size=256M"}
+	if os.Getuid() != 0 {
+		return args, nil
+	}
+	uid, gid := ownerIDs(datadir)
+	for _, p := range append([]string{private}, readByServer...) {
+		if err := os.Chown(p, uid, gid); err != nil {
+			return nil, err
+		}
+	}
+	return append(args, "--user="+datadirOwner(datadir)), nil
 }
 
 func (s *replayServer) errorLog() string {

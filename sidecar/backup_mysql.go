@@ -3,9 +3,7 @@ package sidecar
 import (
 	"archive/tar"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -27,8 +25,8 @@ const scratchPrefix = "replicant-backup-"
 // streamCloneBackup is /xbackup on MySQL, with what MySQL itself ships: the server
 // copies itself with CLONE LOCAL DATA DIRECTORY into the scratch directory (a
 // consistent physical copy, taken while it serves; DDL waits for it), the copy is
-// streamed as a tar archive, and removed. Its GTID set is the one the clone ended at
-// (performance_schema.clone_status).
+// streamed as a tar archive, and removed. Its GTID set is read by a private start of
+// the copy (checkCopy).
 func (s *Server) streamCloneBackup(ctx context.Context, w http.ResponseWriter, log logr.Logger) (int64, error) {
 	if s.cfg.ScratchDir == "" {
 		return 0, errors.New("no scratch directory for the server's local clone (--scratch-dir)")
@@ -40,14 +38,14 @@ func (s *Server) streamCloneBackup(ctx context.Context, w http.ResponseWriter, l
 			return 0, fmt.Errorf("remove an interrupted backup's copy: %w", err)
 		}
 	}
-	suffix := make([]byte, 6)
-	rand.Read(suffix)
-	work := filepath.Join(s.cfg.ScratchDir, scratchPrefix+hex.EncodeToString(suffix))
-	defer os.RemoveAll(work)
-	if err := os.Mkdir(work, 0o777); err != nil { // the server's user creates the copy in it
+	work, err := os.MkdirTemp(s.cfg.ScratchDir, scratchPrefix)
+	if err != nil {
 		return 0, err
 	}
-	os.Chmod(work, 0o777) // whatever the umask
+	defer os.RemoveAll(work)
+	if err := os.Chmod(work, 0o777); err != nil { // the server's user creates the copy in it
+		return 0, err
+	}
 	dir := filepath.Join(work, "data")
 
 	start := time.Now()
@@ -153,16 +151,11 @@ func (s *Server) cloneLocal(ctx context.Context, dir string) (BackupInfo, error)
 // copy holds: CLONE LOCAL does not report it, and a copy that does not
 // start is not a backup. The server image's mysqld is at hand: the sidecar runs in it.
 func (s *Server) checkCopy(ctx context.Context, work, dir string) (string, error) {
-	sockDir, err := os.MkdirTemp("", "rbackup-") // a socket path stays under 108 bytes
+	private, cleanup, err := newPrivateServer(CloneInstanceConfig{Mysqld: s.cfg.Mysqld, MysqldOptions: s.cfg.MysqldOptions}, work, dir)
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(sockDir)
-	private := &privateServer{cfg: CloneInstanceConfig{Mysqld: s.cfg.Mysqld, MysqldOptions: s.cfg.MysqldOptions},
-		dir: work, datadir: dir, socket: filepath.Join(sockDir, "mysqld.sock")}
-	if len(private.cfg.Mysqld) == 0 {
-		private.cfg.Mysqld = []string{"mysqld"}
-	}
+	defer cleanup()
 	// A small footprint beside the server: the check reads one variable.
 	// (The smallest redo log, too: the files a start makes travel with the copy.)
 	if err := private.start(ctx, "--skip-grant-tables", "--disable-log-bin", "--performance-schema=OFF",

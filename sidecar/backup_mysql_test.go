@@ -103,12 +103,7 @@ func TestMySQLBackupWhileWritingRestoresThenReplicates(t *testing.T) {
 	if strings.Contains(listing(t, r.Datadir), ".replicant-clone") {
 		t.Errorf("the restore left work files:\n%s", listing(t, r.Datadir))
 	}
-	r.Restart()
-	replica, err := mysql.Open(mysql.Config{Addr: r.Addr(), User: "root", Password: mariadb.RootPassword}, mysql.MySQL{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer replica.Close()
+	replica := restartMySQL(t, r)
 	st, err := replica.State(ctx)
 	if err != nil {
 		t.Fatal(err)

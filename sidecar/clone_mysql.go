@@ -48,9 +48,6 @@ const mysqlVersionMismatch = 3864
 // leaves no half datadir, the next start removes what is left). It returns the GTID
 // set the copy ends at, which is also recorded in CloneRecordFile.
 func CloneInstance(ctx context.Context, cfg CloneInstanceConfig) (gtid string, err error) {
-	if len(cfg.Mysqld) == 0 {
-		cfg.Mysqld = []string{"mysqld"}
-	}
 	log := cfg.Log
 	if present, what := dataPresent(cfg.Datadir); present {
 		return "", fmt.Errorf("clone into %s: it already holds a server (%s)", cfg.Datadir, what)
@@ -64,14 +61,12 @@ func CloneInstance(ctx context.Context, cfg CloneInstanceConfig) (gtid string, e
 			os.RemoveAll(work)
 		}
 	}()
-	// The socket's path must stay under 108 bytes: a short directory of its own.
-	sockDir, err := os.MkdirTemp("", "rclone-")
+	target := filepath.Join(work, "data")
+	private, cleanup, err := newPrivateServer(cfg, work, filepath.Join(work, "private"))
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(sockDir)
-	target := filepath.Join(work, "data")
-	private := &privateServer{cfg: cfg, dir: work, datadir: filepath.Join(work, "private"), socket: filepath.Join(sockDir, "mysqld.sock")}
+	defer cleanup()
 	start := time.Now()
 	if err := private.initialise(ctx); err != nil {
 		return "", err
@@ -125,7 +120,23 @@ func adoptCopy(ctx context.Context, private *privateServer, target, source strin
 	return gtid, os.RemoveAll(private.dir)
 }
 
-// privateServer is the throw-away mysqld a MySQL clone runs in.
+// newPrivateServer is a throw-away mysqld (cfg.Mysqld, default "mysqld") with its log
+// and pid file in dir, on datadir (which start may change). Its socket lives in a short
+// directory of its own (a socket's path must stay under 108 bytes), which cleanup
+// removes.
+func newPrivateServer(cfg CloneInstanceConfig, dir, datadir string) (p *privateServer, cleanup func(), err error) {
+	if len(cfg.Mysqld) == 0 {
+		cfg.Mysqld = []string{"mysqld"}
+	}
+	sockDir, err := os.MkdirTemp("", "rmysqld-")
+	if err != nil {
+		return nil, nil, err
+	}
+	p = &privateServer{cfg: cfg, dir: dir, datadir: datadir, socket: filepath.Join(sockDir, "mysqld.sock")}
+	return p, func() { os.RemoveAll(sockDir) }, nil
+}
+
+// privateServer is the throw-away mysqld a MySQL clone, restore or backup check runs.
 type privateServer struct {
 	cfg     CloneInstanceConfig
 	dir     string // the work directory
@@ -304,11 +315,6 @@ func restoreCopy(ctx context.Context, cfg CloneConfig, source string, open OpenB
 			os.RemoveAll(work)
 		}
 	}()
-	sockDir, err := os.MkdirTemp("", "rclone-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(sockDir)
 	target := filepath.Join(work, "data")
 	if err := os.Mkdir(target, 0o750); err != nil {
 		return err
@@ -324,11 +330,12 @@ func restoreCopy(ctx context.Context, cfg CloneConfig, source string, open OpenB
 			return fmt.Errorf("point-in-time recovery from %s (the datadir is unchanged; Kubernetes retries): %w", source, err)
 		}
 	}
-	private := &privateServer{dir: work, socket: filepath.Join(sockDir, "mysqld.sock"), cfg: CloneInstanceConfig{
-		Datadir: cfg.Datadir, Mysqld: cfg.Mysqld, MysqldOptions: cfg.MysqldOptions, Log: cfg.Log}}
-	if len(private.cfg.Mysqld) == 0 {
-		private.cfg.Mysqld = []string{"mysqld"}
+	private, cleanup, err := newPrivateServer(CloneInstanceConfig{Datadir: cfg.Datadir, Mysqld: cfg.Mysqld,
+		MysqldOptions: cfg.MysqldOptions, Log: cfg.Log}, work, target)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	gtid, err := adoptCopy(ctx, private, target, source)
 	if err != nil {
 		return err

@@ -616,12 +616,7 @@ func TestCloneInstanceWhileWritingThenReplicate(t *testing.T) {
 		t.Errorf("clone left work files:\n%s", listing(t, r.Datadir))
 	}
 
-	r.Restart()
-	replica, err := mysql.Open(mysql.Config{Addr: r.Addr(), User: "root", Password: mariadb.RootPassword}, mysql.MySQL{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer replica.Close()
+	replica := restartMySQL(t, r)
 	cloned, err := mysql.ParseGTIDSet(gtid)
 	if err != nil {
 		t.Fatal(err)
@@ -630,6 +625,19 @@ func TestCloneInstanceWhileWritingThenReplicate(t *testing.T) {
 		t.Fatalf("the cloned server holds %s (%v), read-only %v; the clone ended at %s", st.BinlogState, err, st.ReadOnly, gtid)
 	}
 	replicateAndCompare(t, ctx, root, replica, m, r, written, finishWriting, gtid)
+}
+
+// restartMySQL starts the MySQL server r again (on what a clone or restore left in its
+// datadir) and opens it as root, closed when the test ends.
+func restartMySQL(t *testing.T, r *mariadb.Server) *mysql.Server {
+	t.Helper()
+	r.Restart()
+	srv, err := mysql.Open(mysql.Config{Addr: r.Addr(), User: "root", Password: mariadb.RootPassword}, mysql.MySQL{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
 }
 
 // TestInterruptedCloneInstanceLeavesNothing (MySQL): a clone cancelled half way
